@@ -1,0 +1,108 @@
+"""Configuration dataclasses shared by the data pipeline, the model, the losses and grouping.
+
+Defaults are the paper's setup and the choices of ../shared/DESIGN.md. The experiments' absl
+flags fill these in; library code takes them as arguments and never reads flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kdc_tf.datasets import DatasetSpec, get_dataset_spec
+
+CENTROID_MODES = ("dynamic", "static")
+OUTPUT_STRIDES = (8, 16)
+MASK_STRIDE = 4
+
+
+def grid_size(input_size: int, stride: int) -> int:
+  """Points of the corner-aligned grid: point i sits at input pixel stride * i."""
+  if (input_size - 1) % stride:
+    raise ValueError(
+        f"input size {input_size} does not fit a corner-aligned stride-{stride} grid: "
+        f"(size - 1) must be a multiple of {stride}, e.g. {stride * ((input_size - 1) // stride) + 1}")
+  return (input_size - 1) // stride + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Geometry of the training targets (DESIGN.md 'Conventions settled here')."""
+
+  dataset: str = "coco"
+  input_size: int = 401
+  output_stride: int = 8
+  disk_radius: float = 32.0
+  centroid_mode: str = "dynamic"
+  # People kept per image after augmentation (segment ids of the membership loss).
+  max_people: int = 64
+
+  def __post_init__(self):
+    if self.output_stride not in OUTPUT_STRIDES:
+      raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
+    if self.centroid_mode not in CENTROID_MODES:
+      raise ValueError(f"centroid_mode must be one of {CENTROID_MODES}, got {self.centroid_mode!r}")
+    if self.disk_radius <= 0:
+      raise ValueError(f"disk_radius must be positive, got {self.disk_radius}")
+    grid_size(self.input_size, self.output_stride)
+    grid_size(self.input_size, MASK_STRIDE)
+    get_dataset_spec(self.dataset)
+
+  @property
+  def spec(self) -> DatasetSpec:
+    return get_dataset_spec(self.dataset)
+
+  @property
+  def mask_stride(self) -> int:
+    return MASK_STRIDE
+
+  @property
+  def pose_grid_size(self) -> int:
+    return grid_size(self.input_size, self.output_stride)
+
+  @property
+  def mask_grid_size(self) -> int:
+    return grid_size(self.input_size, MASK_STRIDE)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Random scale, rotation, flip and crop/pad to the square input (the paper's augmentation)."""
+
+  min_scale: float = 0.7
+  max_scale: float = 1.3
+  max_rotation_degrees: float = 30.0
+  flip_probability: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Loss weights (DESIGN.md: PersonLab-lineage defaults) and the membership sigma scale."""
+
+  heatmap: float = 4.0
+  segmentation: float = 2.0
+  keycentroid: float = 1.0
+  midrange: float = 0.25
+  mask_offset: float = 0.125
+  membership: float = 1.0
+  # sigma_j = sigma_igo * sqrt(area_j) in the dynamic membership loss (eq. 7).
+  sigma_igo: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupingConfig:
+  """Decoder settings (DESIGN.md 'Decoding')."""
+
+  max_people: int = 30
+  # Local maxima per keypoint type considered as seeds.
+  peaks_per_type: int = 30
+  peak_threshold: float = 0.01
+  nms_radius: float = 10.0
+  # Keypoints above this score define a person's mask centroid (DM_c).
+  centroid_keypoint_threshold: float = 0.05
+  seg_threshold: float = 0.5
+  membership_threshold: float = 0.5
+  # IGO smoothing of each instance's probability map, in mask-grid cells; sigma_j scale is the
+  # training membership scale (LossConfig.sigma_igo) so that train and test agree.
+  igo_sigma: float = 0.5
+  sigma_igo: float = 0.5
+  centroid_mode: str = "dynamic"
