@@ -1,0 +1,1 @@
+"""Pictures for people: target/heatmap panels and prediction overlays."""
