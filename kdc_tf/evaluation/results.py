@@ -1,0 +1,118 @@
+"""Grouping outputs -> COCO results dicts, and the results JSON file.
+
+One results dict per decoded person (ARCHITECTURE.md section 6): `image_id`, `category_id` 1,
+`keypoints` as the flat `[x1, y1, s1, x2, ...]` list COCO expects (the third value of each
+keypoint, a visibility flag in ground truth, carries the keypoint score: COCOeval ignores it in
+detections), `score` the person score, and, when masks are given, `segmentation` as a compressed
+RLE whose `counts` are a str so that the dict is JSON-serialisable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from absl import logging
+from pycocotools import mask as mask_utils
+
+PERSON_CATEGORY_ID = 1
+
+Result = Dict[str, Any]
+
+
+def encode_masks(masks: np.ndarray) -> List[Dict[str, Any]]:
+  """Encodes 0/1 masks `[N, H, W]` as compressed RLEs with str counts (JSON-ready)."""
+  masks = np.asarray(masks)
+  if masks.ndim != 3:
+    raise ValueError(f"masks must be [N, H, W], got shape {masks.shape}")
+  if masks.shape[0] == 0:
+    return []
+  # pycocotools wants a Fortran-ordered uint8 [H, W, N] array.
+  rles = mask_utils.encode(np.asfortranarray((masks > 0).astype(np.uint8).transpose(1, 2, 0)))
+  for rle in rles:
+    rle["counts"] = rle["counts"].decode("ascii")
+  return rles
+
+
+def decode_segmentation(rle: Dict[str, Any]) -> np.ndarray:
+  """Decodes one results `segmentation` (str or bytes counts) to a uint8 `[H, W]` mask."""
+  counts = rle["counts"]
+  rle = {"size": list(rle["size"]),
+         "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+  return mask_utils.decode(rle)
+
+
+def grouping_to_results(image_id: int,
+                        keypoints: np.ndarray,
+                        scores: np.ndarray,
+                        num_people: int,
+                        masks: Optional[np.ndarray] = None) -> List[Result]:
+  """Converts one image's grouping output (ARCHITECTURE.md section 5) to COCO results dicts.
+
+  Args:
+    image_id: the dataset image id.
+    keypoints: `[N, K, 3]` `(x, y, score)` in original-image pixels.
+    scores: `[N]` person scores (the mean keypoint score; never a constant).
+    num_people: valid slots, which come first.
+    masks: optional `[N, H, W]` 0/1 masks at the original image size; None for pose-only results.
+
+  Returns:
+    `num_people` results dicts, in slot order.
+  """
+  keypoints = np.asarray(keypoints, dtype=np.float64)
+  scores = np.asarray(scores, dtype=np.float64)
+  num_people = int(num_people)
+  if keypoints.ndim != 3 or keypoints.shape[-1] != 3:
+    raise ValueError(f"keypoints must be [N, K, 3], got shape {keypoints.shape}")
+  if scores.shape != keypoints.shape[:1]:
+    raise ValueError(f"scores shape {scores.shape} does not match keypoints {keypoints.shape}")
+  if not 0 <= num_people <= keypoints.shape[0]:
+    raise ValueError(f"num_people {num_people} outside [0, {keypoints.shape[0]}]")
+  if not np.all(np.isfinite(keypoints[:num_people])) or not np.all(
+      np.isfinite(scores[:num_people])):
+    raise ValueError(f"image {image_id}: non-finite keypoints or scores in the grouping output")
+
+  segmentations = None
+  if masks is not None:
+    masks = np.asarray(masks)
+    if masks.ndim != 3 or masks.shape[0] != keypoints.shape[0]:
+      raise ValueError(f"masks must be [N, H, W] with N = {keypoints.shape[0]}, "
+                       f"got shape {masks.shape}")
+    segmentations = encode_masks(masks[:num_people])
+
+  results = []
+  for j in range(num_people):
+    result = {
+        "image_id": int(image_id),
+        "category_id": PERSON_CATEGORY_ID,
+        "keypoints": [round(float(v), 3) for v in keypoints[j].reshape(-1)],
+        "score": float(scores[j]),
+    }
+    if segmentations is not None:
+      result["segmentation"] = segmentations[j]
+    results.append(result)
+  return results
+
+
+def write_results(path: str, results: Sequence[Result]) -> None:
+  """Writes results dicts as the COCO results JSON list."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(list(results), f)
+  logging.info("Wrote %d results to %s", len(results), path)
+
+
+def read_results(path: str) -> List[Result]:
+  """Reads a COCO results JSON file, checking that it is a list of detections."""
+  with open(path) as f:
+    results = json.load(f)
+  if not isinstance(results, list):
+    raise ValueError(f"{path}: a COCO results file is a JSON list of detections, "
+                     f"got {type(results).__name__}")
+  for i, result in enumerate(results):
+    if not isinstance(result, dict) or "image_id" not in result or "score" not in result:
+      raise ValueError(f"{path}: entry {i} is not a detection with image_id and score")
+  return results
