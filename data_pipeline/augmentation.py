@@ -1,0 +1,222 @@
+"""Geometric augmentation and the deterministic resize: decoded example -> augmented example.
+
+Contracts: ARCHITECTURE.md sections 1 (input) and 2 (output). Everything here is core TF ops so that it
+runs inside tf.data and inside an exported SavedModel graph (no tensorflow-addons, no py_function).
+
+Pixel convention: pixel index i sits at coordinate i (as in ImageProjectiveTransform and in the
+corner-aligned output grids). One 3x3 affine matrix `A` per example maps original pixels to input
+pixels; images, masks and keypoints all go through the same `A`, so they stay registered exactly:
+  * image: bilinear, zero fill, float32 [S, S, 3];
+  * instance masks and crowd mask: nearest, sampled directly on the stride-4 mask grid (grid point
+    (r, c) samples the source point A^-1 (4c, 4r)), never at full resolution;
+  * keypoints: (x, y) mapped by `A` exactly; a flip (det A < 0) permutes the types with
+    DatasetSpec.flip_permutation; a keypoint outside [0, S - 1] becomes (0, 0, 0).
+
+Deterministic resize (oracle, evaluation, serving): `inference_scale` = (S - 1) / (max(H, W) - 1), so
+that the first and last pixel of the long side land exactly on the first and last input pixel (and on
+the corner grid points); the short side is padded with zeros at the bottom/right. An input pixel x
+maps back to the original pixel x / scale.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import tensorflow as tf
+
+from kdc_tf.config import MASK_STRIDE, AugmentConfig, grid_size
+from kdc_tf.datasets import DatasetSpec
+
+# Keys of the decoded example that pass through augmentation unchanged.
+_PASSTHROUGH_KEYS = ("image_id", "person_ids", "has_masks")
+
+
+def inference_scale(height, width, input_size: int) -> tf.Tensor:
+  """Input pixels per original pixel when the long side is fitted to the input (corner-aligned).
+
+  scale = (S - 1) / (max(H, W) - 1): pixel 0 -> 0 and pixel max(H, W) - 1 -> S - 1. A 1-pixel image
+  (max side 1) uses a denominator of 1.
+  """
+  long_side = tf.maximum(tf.cast(height, tf.float32), tf.cast(width, tf.float32))
+  return tf.constant(input_size - 1, tf.float32) / tf.maximum(long_side - 1.0, 1.0)
+
+
+def _scale_matrix(scale: tf.Tensor) -> tf.Tensor:
+  zero, one = tf.zeros([], tf.float32), tf.ones([], tf.float32)
+  return tf.stack([tf.stack([scale, zero, zero]),
+                   tf.stack([zero, scale, zero]),
+                   tf.stack([zero, zero, one])])
+
+
+def inference_matrix(height, width, input_size: int) -> tf.Tensor:
+  """The 3x3 affine of `resize_and_pad`: a uniform scale by `inference_scale`, no translation."""
+  return _scale_matrix(inference_scale(height, width, input_size))
+
+
+def _projective_transform(images: tf.Tensor, matrix: tf.Tensor, output_size: int,
+                          interpolation: str) -> tf.Tensor:
+  """Samples images [B, H, W, C] at matrix^-1 (x, y) of each output pixel; zero fill outside.
+
+  `matrix` maps source pixels to output pixels (so the op gets its inverse, output -> source).
+  """
+  inverse = tf.linalg.inv(tf.cast(matrix, tf.float32))
+  inverse = inverse / inverse[2, 2]
+  transforms = tf.reshape(inverse, [9])[:8][tf.newaxis]
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=transforms, output_shape=tf.constant([output_size, output_size]),
+      fill_value=tf.constant(0.0), interpolation=interpolation, fill_mode="CONSTANT")
+
+
+def warp_image(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
+  """Image [H, W, 3] (uint8 or float) -> float32 [S, S, 3], bilinear, zero outside the source."""
+  image = tf.cast(image, tf.float32)[tf.newaxis]
+  return _projective_transform(image, matrix, input_size, "BILINEAR")[0]
+
+
+def _mask_grid_matrix(matrix: tf.Tensor) -> tf.Tensor:
+  """Composes `matrix` with the mask grid: grid point (r, c) is the input pixel (4c, 4r)."""
+  to_grid = _scale_matrix(tf.constant(1.0 / MASK_STRIDE, tf.float32))
+  return to_grid @ tf.cast(matrix, tf.float32)
+
+
+def warp_masks(masks: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
+  """Masks [N, H, W] uint8 -> [N, M, M] uint8 sampled (nearest) on the stride-4 input grid."""
+  mask_grid = grid_size(input_size, MASK_STRIDE)
+  warped = _projective_transform(
+      masks[..., tf.newaxis], _mask_grid_matrix(matrix), mask_grid, "NEAREST")
+  return warped[..., 0]
+
+
+def transform_keypoints(keypoints: tf.Tensor, matrix: tf.Tensor, input_size: int,
+                        flip_permutation: Optional[Sequence[int]] = None) -> tf.Tensor:
+  """Keypoints [P, K, 3] (x, y, v) in original pixels -> the same in input pixels.
+
+  Unlabelled keypoints and those landing outside [0, S - 1]^2 become (0, 0, 0). When the linear part
+  of `matrix` has a negative determinant (a flip), types are permuted with `flip_permutation`;
+  passing None there while flipping is an error.
+  """
+  matrix = tf.cast(matrix, tf.float32)
+  keypoints = tf.cast(keypoints, tf.float32)
+  xy = keypoints[..., :2]
+  visibility = keypoints[..., 2]
+  moved = tf.einsum("pki,ji->pkj", xy, matrix[:2, :2]) + matrix[:2, 2]
+  limit = tf.constant(input_size - 1, tf.float32)
+  inside = tf.reduce_all((moved >= 0.0) & (moved <= limit), axis=-1)
+  keep = (visibility > 0) & inside
+  result = tf.concat([moved, visibility[..., tf.newaxis]], axis=-1)
+  result = tf.where(keep[..., tf.newaxis], result, tf.zeros_like(result))
+
+  flipped = tf.linalg.det(matrix[:2, :2]) < 0
+  if flip_permutation is None:
+    tf.debugging.assert_equal(flipped, False,
+                              message="a flipping matrix needs DatasetSpec.flip_permutation")
+    return result
+  permuted = tf.gather(result, tf.constant(flip_permutation, tf.int32), axis=1)
+  return tf.where(flipped, permuted, result)
+
+
+def warp_example(example: dict, matrix: tf.Tensor, input_size: int,
+                 flip_permutation: Optional[Sequence[int]] = None) -> dict:
+  """Decoded example (ARCHITECTURE.md 1) -> augmented example (section 2) under the affine `matrix`."""
+  augmented = {key: example[key] for key in _PASSTHROUGH_KEYS if key in example}
+  augmented["image"] = warp_image(example["image"], matrix, input_size)
+  augmented["keypoints"] = transform_keypoints(
+      example["keypoints"], matrix, input_size, flip_permutation)
+  augmented["instance_masks"] = warp_masks(example["instance_masks"], matrix, input_size)
+  augmented["crowd_mask"] = warp_masks(example["crowd_mask"][tf.newaxis], matrix, input_size)[0]
+  return augmented
+
+
+def resize_and_pad_image(image: tf.Tensor, input_size: int) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Image [H, W, 3] -> (float32 [S, S, 3], scale): long side fitted to S, zero pad bottom/right.
+
+  Works with dynamic H, W (e.g. a tf.function with input_signature [None, None, 3]). Original pixel
+  x maps to input pixel x * scale.
+  """
+  shape = tf.shape(image)
+  matrix = inference_matrix(shape[0], shape[1], input_size)
+  return warp_image(image, matrix, input_size), matrix[0, 0]
+
+
+def resize_and_pad(example_or_image: Union[dict, tf.Tensor], input_size: int):
+  """The deterministic inference transform (no augmentation).
+
+  A decoded example (dict) gives the augmented example of ARCHITECTURE.md section 2; an image tensor
+  gives `resize_and_pad_image(image, input_size)`, i.e. (image, scale).
+  """
+  if not isinstance(example_or_image, dict):
+    return resize_and_pad_image(example_or_image, input_size)
+  shape = tf.shape(example_or_image["image"])
+  matrix = inference_matrix(shape[0], shape[1], input_size)
+  return warp_example(example_or_image, matrix, input_size)
+
+
+def _random_shift(extent_lo: tf.Tensor, extent_hi: tf.Tensor, interest_lo: tf.Tensor,
+                  interest_hi: tf.Tensor, limit: float, uniform: tf.Tensor) -> tf.Tensor:
+  """Per axis, a translation t drawn uniformly so that the window [0, limit] ...
+
+  ... holds the area of interest (or lies within it when it is larger than the window), and, among
+  those, holds as much of the image as possible (the image inside the window, or the window inside
+  the image). The two intervals meet whenever the area of interest lies within the image.
+  """
+  image_a, image_b = -extent_lo, limit - extent_hi
+  interest_a, interest_b = -interest_lo, limit - interest_hi
+  low = tf.maximum(tf.minimum(image_a, image_b), tf.minimum(interest_a, interest_b))
+  high = tf.minimum(tf.maximum(image_a, image_b), tf.maximum(interest_a, interest_b))
+  # Keypoints labelled outside the image can make them miss: then the people win.
+  empty = low > high
+  low = tf.where(empty, tf.minimum(interest_a, interest_b), low)
+  high = tf.where(empty, tf.maximum(interest_a, interest_b), high)
+  return low + uniform * (high - low)
+
+
+def random_affine(height, width, keypoints: tf.Tensor, input_size: int, config: AugmentConfig,
+                  seed: tf.Tensor) -> tf.Tensor:
+  """A random 3x3 affine from original to input pixels, from a stateless seed (shape [2]).
+
+  Linear part: scale (uniform in [min_scale, max_scale] times `inference_scale`) @ rotation (uniform
+  in +-max_rotation_degrees) @ horizontal flip (probability flip_probability). Translation: the area
+  of interest, the bounding box of the labelled keypoints (the whole image when none), lands in the
+  S x S window at a uniformly random position, keeping as much image as possible (see _random_shift).
+  With scale 1, rotation 0 and no flip on an S x S image this is exactly the identity.
+  """
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
+  relative_scale = tf.random.stateless_uniform(
+      [], seeds[0], minval=config.min_scale, maxval=config.max_scale)
+  max_angle = config.max_rotation_degrees * math.pi / 180.0
+  angle = tf.random.stateless_uniform([], seeds[1], minval=-max_angle, maxval=max_angle)
+  flip = tf.random.stateless_uniform([], seeds[2]) < config.flip_probability
+  uniform_shift = tf.random.stateless_uniform([2], seeds[3])
+
+  scale = relative_scale * inference_scale(height, width, input_size)
+  cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
+  flip_sign = tf.where(flip, -1.0, 1.0)
+  linear = tf.stack([tf.stack([cos * flip_sign, -sin]), tf.stack([sin * flip_sign, cos])])
+
+  w1 = tf.cast(width, tf.float32) - 1.0
+  h1 = tf.cast(height, tf.float32) - 1.0
+  corners = tf.stack([[0.0, 0.0], tf.stack([w1, 0.0]), tf.stack([0.0, h1]), tf.stack([w1, h1])])
+  moved_corners = corners @ tf.transpose(linear)
+  extent_lo = tf.reduce_min(moved_corners, axis=0)
+  extent_hi = tf.reduce_max(moved_corners, axis=0)
+
+  keypoints = tf.reshape(tf.cast(keypoints, tf.float32), [-1, 3])
+  labelled = keypoints[:, 2] > 0
+  moved_points = tf.boolean_mask(keypoints[:, :2], labelled) @ tf.transpose(linear)
+  has_points = tf.reduce_any(labelled)
+  interest_lo = tf.where(has_points, tf.reduce_min(moved_points, axis=0), extent_lo)
+  interest_hi = tf.where(has_points, tf.reduce_max(moved_points, axis=0), extent_hi)
+
+  shift = _random_shift(extent_lo, extent_hi, interest_lo, interest_hi,
+                        float(input_size - 1), uniform_shift)
+  top = tf.concat([linear, shift[:, tf.newaxis]], axis=1)
+  return tf.concat([top, tf.constant([[0.0, 0.0, 1.0]])], axis=0)
+
+
+def augment(example: dict, config: AugmentConfig, input_size: int, spec: DatasetSpec,
+            seed: tf.Tensor) -> dict:
+  """Decoded example -> randomly augmented example (ARCHITECTURE.md 2), deterministic in `seed`."""
+  shape = tf.shape(example["image"])
+  matrix = random_affine(shape[0], shape[1], example["keypoints"], input_size, config, seed)
+  return warp_example(example, matrix, input_size, spec.flip_permutation)
