@@ -1,0 +1,200 @@
+"""kdc_tf.evaluation and experiments.evaluate on the real samples of ../shared/data."""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kdc_tf import evaluation
+from kdc_tf.datasets import CROWDPOSE
+from kdc_tf.evaluation.coco_evaluator import STAT_NAMES
+from kdc_tf.evaluation.crowdpose_evaluator import BAND_NAMES, band_of
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def coco_annotations(coco_sample_dir):
+  return str(coco_sample_dir / "test_coco.json")
+
+
+@pytest.fixture(scope="module")
+def crowdpose_annotations(crowdpose_sample_dir):
+  return str(crowdpose_sample_dir / "test_crowdpose.json")
+
+
+def _expected_reference_stats(eval_reference_dir):
+  """The ten figures of expected.txt, in pycocotools' keypoint summary order."""
+  text = (eval_reference_dir / "expected.txt").read_text()
+  values = [float(v) for v in re.findall(r"\] =\s+([0-9.]+)", text)]
+  assert len(values) == len(STAT_NAMES["keypoints"])
+  return dict(zip(STAT_NAMES["keypoints"], values))
+
+
+def _perfect_results(coco_gt, scores_by_annotation=None):
+  """Results equal to the ground truth: keypoints (v as score) and the annotation masks."""
+  results = []
+  for ann in coco_gt.loadAnns(coco_gt.getAnnIds()):
+    image = coco_gt.loadImgs(ann["image_id"])[0]
+    mask = coco_gt.annToMask(ann)[None]
+    keypoints = np.asarray(ann["keypoints"], np.float64).reshape(1, -1, 3)
+    score = (scores_by_annotation or {}).get(ann["id"], 0.9)
+    results += evaluation.grouping_to_results(image["id"], keypoints, np.array([score]), 1, mask)
+  return results
+
+
+def test_reference_predictions_reproduce_pycocotools_printout(coco_annotations,
+                                                              eval_reference_dir):
+  coco_gt = evaluation.load_ground_truth(coco_annotations, "coco")
+  results = evaluation.read_results(str(eval_reference_dir / "example_coco_preds.json"))
+  report = evaluation.evaluate(results, coco_gt, "coco")
+  expected = _expected_reference_stats(eval_reference_dir)
+  assert expected["AP"] == 0.861 and expected["AR"] == 0.875
+  for name, value in expected.items():
+    assert round(report.stats["keypoints"][name], 3) == pytest.approx(value, abs=1e-9), name
+  # The reference results carry no masks: no mask AP, and the summary line says so.
+  assert "segm" not in report.stats
+  assert report.summary_line() == "keypoints_AP=0.861"
+  assert "area=medium | maxDets= 20 ] = 0.776" in report.table
+
+
+def test_results_round_trip_through_json(tmp_path):
+  rng = np.random.default_rng(0)
+  num_slots, num_people, height, width = 5, 3, 37, 52
+  keypoints = np.concatenate(
+      [rng.uniform(0, 50, (num_slots, 17, 2)), rng.uniform(0, 1, (num_slots, 17, 1))], -1)
+  scores = rng.uniform(0.2, 1.0, num_slots)
+  masks = (rng.uniform(size=(num_slots, height, width)) > 0.6).astype(np.uint8)
+  masks[1] = 0  # an empty mask must survive too
+
+  results = evaluation.grouping_to_results(42, keypoints, scores, num_people, masks)
+  path = tmp_path / "results.json"
+  evaluation.write_results(str(path), results)
+  loaded = evaluation.read_results(str(path))
+
+  assert len(loaded) == num_people
+  for j, result in enumerate(loaded):
+    assert result["image_id"] == 42 and result["category_id"] == 1
+    assert result["score"] == pytest.approx(scores[j])
+    np.testing.assert_allclose(
+        np.reshape(result["keypoints"], (17, 3)), keypoints[j], atol=1e-3)
+    assert isinstance(result["segmentation"]["counts"], str)
+    decoded = evaluation.decode_segmentation(result["segmentation"])
+    assert decoded.shape == (height, width)
+    np.testing.assert_array_equal(decoded, masks[j])
+
+
+def test_results_without_masks_have_no_segmentation():
+  results = evaluation.grouping_to_results(
+      7, np.ones((2, 14, 3)), np.array([0.5, 0.0]), 1)
+  assert len(results) == 1 and "segmentation" not in results[0]
+  assert len(results[0]["keypoints"]) == 42
+
+
+def test_bad_grouping_output_is_rejected():
+  with pytest.raises(ValueError, match="num_people"):
+    evaluation.grouping_to_results(1, np.zeros((2, 17, 3)), np.zeros(2), 3)
+  with pytest.raises(ValueError, match="non-finite"):
+    evaluation.grouping_to_results(1, np.full((1, 17, 3), np.nan), np.zeros(1), 1)
+  with pytest.raises(ValueError, match="masks"):
+    evaluation.grouping_to_results(1, np.zeros((2, 17, 3)), np.zeros(2), 1,
+                                   np.zeros((3, 4, 4), np.uint8))
+
+
+def test_ground_truth_as_results_scores_one_for_keypoints_and_masks(coco_annotations):
+  coco_gt = evaluation.load_ground_truth(coco_annotations, "coco")
+  # People without keypoints become low-score keypoint false positives, ranked after every
+  # true positive, so keypoint AP stays 1 while the per-person score matters.
+  unlabelled = {a["id"]: 0.1 for a in coco_gt.dataset["annotations"] if a["num_keypoints"] == 0}
+  assert unlabelled
+  report = evaluation.evaluate(_perfect_results(coco_gt, unlabelled), coco_gt, "coco")
+  assert report.stats["keypoints"]["AP"] == pytest.approx(1.0)
+  assert report.stats["segm"]["AP"] == pytest.approx(1.0)
+  assert report.summary_line() == "keypoints_AP=1.000 segm_AP=1.000"
+
+  # The same false positives ranked first cost keypoint AP: the score is used.
+  first = {k: 0.99 for k in unlabelled}
+  report = evaluation.evaluate(_perfect_results(coco_gt, first), coco_gt, "coco")
+  assert report.stats["keypoints"]["AP"] < 0.99
+
+
+def test_no_detections_and_images_without_people(coco_annotations, tmp_path):
+  coco_gt = evaluation.load_ground_truth(coco_annotations, "coco")
+  report = evaluation.evaluate([], coco_gt, "coco")
+  assert report.stats["keypoints"]["AP"] == 0.0 and report.stats["segm"]["AP"] == 0.0
+
+  # An image with no annotated person: its detections are plain false positives, and
+  # evaluating it alone gives pycocotools' "undefined" -1 rather than a crash.
+  data = json.loads(pathlib.Path(coco_annotations).read_text())
+  data["images"].append({"id": 1, "file_name": "empty.jpg", "height": 40, "width": 60})
+  path = tmp_path / "with_empty_image.json"
+  path.write_text(json.dumps(data))
+  coco_gt = evaluation.load_ground_truth(str(path), "coco")
+  detection = evaluation.grouping_to_results(
+      1, np.full((1, 17, 3), 10.0), np.array([0.8]), 1, np.ones((1, 40, 60), np.uint8))
+  report = evaluation.evaluate(detection, coco_gt, "coco", image_ids=[1])
+  assert report.stats["keypoints"]["AP"] == -1.0 and report.stats["segm"]["AP"] == -1.0
+
+
+def test_results_for_unknown_images_or_wrong_layout_fail_clearly(coco_annotations,
+                                                                  crowdpose_annotations):
+  coco_gt = evaluation.load_ground_truth(coco_annotations, "coco")
+  stray = evaluation.grouping_to_results(123456789, np.zeros((1, 17, 3)), np.ones(1), 1)
+  with pytest.raises(ValueError, match="not in the annotations"):
+    evaluation.evaluate(stray, coco_gt, "coco")
+  short = evaluation.grouping_to_results(785, np.zeros((1, 14, 3)), np.ones(1), 1)
+  with pytest.raises(ValueError, match="keypoint values"):
+    evaluation.evaluate(short, coco_gt, "coco")
+  with pytest.raises(ValueError, match="wrong --dataset"):
+    evaluation.load_ground_truth(crowdpose_annotations, "coco")
+
+
+def test_crowdpose_protocol(crowdpose_annotations):
+  coco_gt = evaluation.load_ground_truth(crowdpose_annotations, "crowdpose")
+  for ann in coco_gt.dataset["annotations"]:
+    assert ann["area"] == pytest.approx(0.53 * ann["bbox"][2] * ann["bbox"][3])
+
+  rng = np.random.default_rng(1)
+  results = []
+  for ann in coco_gt.loadAnns(coco_gt.getAnnIds()):
+    keypoints = np.asarray(ann["keypoints"], np.float64).reshape(1, CROWDPOSE.num_keypoints, 3)
+    keypoints[..., :2] += rng.normal(0.0, 3.0, keypoints[..., :2].shape)
+    keypoints[..., 2] = 1.0
+    results += evaluation.grouping_to_results(
+        ann["image_id"], keypoints, rng.uniform(0.5, 1.0, 1), 1)
+  report = evaluation.evaluate(results, coco_gt, "crowdpose")
+
+  stats = report.stats["keypoints"]
+  assert "segm" not in report.stats
+  assert report.table.startswith("keypoints: 2 images, 5 detections, 14 keypoints")
+  assert 0.3 < stats["AP"] < 1.0  # small perturbations: good but imperfect
+  # Both sample images have crowdIndex in [0.1, 0.8]: all medium, the others undefined.
+  assert [band_of(i["crowdIndex"]) for i in coco_gt.dataset["images"]] == ["medium", "medium"]
+  assert stats["AP_medium"] == pytest.approx(stats["AP"])
+  assert stats["AP_easy"] == -1.0 and stats["AP_hard"] == -1.0
+  for name in BAND_NAMES:
+    assert re.search(rf"crowd index=\s*{name} \| images=\s*\d+ \] = ", report.table), name
+  assert report.summary_line() == f"keypoints_AP={stats['AP']:.3f}"
+
+
+def test_crowd_index_band_edges():
+  assert [band_of(x) for x in (0.0, 0.0999, 0.1, 0.5, 0.8, 0.8001, 1.0)] == [
+      "easy", "easy", "medium", "medium", "medium", "hard", "hard"]
+
+
+def test_evaluate_binary_results_mode(coco_annotations, eval_reference_dir, tmp_path):
+  output = tmp_path / "copy.json"
+  completed = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate",
+       f"--results={eval_reference_dir / 'example_coco_preds.json'}",
+       f"--annotations={coco_annotations}", "--dataset=coco", f"--output={output}"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert completed.returncode == 0, completed.stderr
+  lines = completed.stdout.strip().splitlines()
+  assert lines[-1] == "keypoints_AP=0.861"
+  assert any("Average Recall" in line and line.endswith("0.875") for line in lines)
+  assert len(json.loads(output.read_text())) == 73
