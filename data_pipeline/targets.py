@@ -66,9 +66,11 @@ def _cap_people(keypoints: tf.Tensor, masks: tf.Tensor, max_people: int):
 
 def _append_sentinel(keypoints: tf.Tensor, masks: tf.Tensor):
   """Adds one person with nothing labelled and an empty mask, so that P + 1 >= 1."""
-  keypoints = tf.concat([keypoints, tf.zeros_like(keypoints[:1])], axis=0)
-  masks = tf.concat([masks, tf.zeros_like(masks[:1])], axis=0)
-  return keypoints, masks
+  def with_sentinel(values):
+    sentinel = tf.zeros(tf.concat([[1], tf.shape(values)[1:]], axis=0), values.dtype)
+    return tf.concat([values, sentinel], axis=0)
+
+  return with_sentinel(keypoints), with_sentinel(masks)
 
 
 def _gather_person(values: tf.Tensor, person: tf.Tensor, types: tf.Tensor) -> tf.Tensor:
