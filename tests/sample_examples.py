@@ -12,7 +12,6 @@ import pathlib
 import warnings
 from typing import Dict, List
 
-import cv2
 import numpy as np
 import tensorflow as tf
 from pycocotools.coco import COCO
@@ -27,7 +26,8 @@ def load_decoded_examples(sample_dir: pathlib.Path, annotation_file: str,
   for image_id in sorted(coco.getImgIds()):
     info = coco.loadImgs(image_id)[0]
     height, width = info["height"], info["width"]
-    image = cv2.cvtColor(cv2.imread(str(sample_dir / info["file_name"])), cv2.COLOR_BGR2RGB)
+    # TF's decoder, as in the pipeline (JPEG decoders differ by a few levels).
+    image = tf.io.decode_image(tf.io.read_file(str(sample_dir / info["file_name"])), channels=3)
     annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
     people = [a for a in annotations if not a.get("iscrowd", 0)]
     has_masks = all("segmentation" in a for a in annotations) and bool(annotations)
@@ -45,7 +45,7 @@ def load_decoded_examples(sample_dir: pathlib.Path, annotation_file: str,
         if annotation.get("iscrowd", 0):
           crowd |= coco.annToMask(annotation)
     examples.append({
-        "image": tf.constant(image, tf.uint8),
+        "image": image,
         "image_id": tf.constant(image_id, tf.int64),
         "person_ids": tf.constant([a["id"] for a in people], tf.int64),
         "keypoints": tf.constant(keypoints),

@@ -1,0 +1,90 @@
+"""The tf.data input pipeline: TFRecords -> decode -> augment -> encode targets -> batches.
+
+Yields `(image, targets)`: image float32 [B, S, S, 3] (RGB in [0, 255]) and the target dict of
+ARCHITECTURE.md section 3, batched. Training shuffles (files and records), repeats, and augments each
+example with stateless random ops seeded by (seed, element index), so a given seed with
+`deterministic=True` reproduces the same batches; evaluation (training=False) keeps the file order
+and applies the deterministic `resize_and_pad`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Dict, Optional, Tuple
+
+import tensorflow as tf
+from absl import logging
+
+from data_pipeline import augmentation
+from data_pipeline import tfrecord_io
+from data_pipeline.targets import encode_targets
+from kdc_tf.config import AugmentConfig, EncoderConfig
+
+_MAX_PARALLEL_READS = 4
+
+
+def _make_example_fn(encoder_config: EncoderConfig, augment_config: Optional[AugmentConfig],
+                     base_seed: int):
+  """The per-record map function: (index, serialized) -> (image, targets)."""
+  spec = encoder_config.spec
+  size = encoder_config.input_size
+
+  def example_fn(index: tf.Tensor, serialized: tf.Tensor
+                 ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    example = tfrecord_io.decode_example(serialized, spec.num_keypoints)
+    if augment_config is None:
+      augmented = augmentation.resize_and_pad(example, size)
+    else:
+      seed = tf.stack([tf.constant(base_seed, tf.int64), index])
+      augmented = augmentation.augment(example, augment_config, size, spec, seed)
+    return augmented["image"], encode_targets(augmented, encoder_config)
+
+  return example_fn
+
+
+def build_dataset(file_pattern: str, encoder_config: EncoderConfig,
+                  augment_config: AugmentConfig, batch_size: int, training: bool,
+                  seed: Optional[int] = None, deterministic: bool = False,
+                  shuffle_buffer: int = 256) -> tf.data.Dataset:
+  """A batched dataset of (image [B, S, S, 3], targets) from TFRecords (tfrecord_io format).
+
+  Args:
+    file_pattern: glob (or comma-separated globs) of TFRecord files.
+    encoder_config: target geometry; its dataset fixes the keypoint count.
+    augment_config: random augmentation for training (unused when training is false).
+    batch_size: examples per batch; training drops the last partial batch (static batch size).
+    training: shuffle, repeat forever and augment; else one pass in file order, resize_and_pad.
+    seed: base seed of the shuffles and of the per-example augmentation; None draws one.
+    deterministic: reproducible order and content for a given seed (tf.data deterministic mode);
+      False lets parallel stages emit out of order, which is faster.
+    shuffle_buffer: records in the shuffle buffer (training).
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if training and deterministic and seed is None:
+    raise ValueError("deterministic training input needs a seed")
+  if seed is None:
+    seed = random.SystemRandom().randrange(2 ** 31)
+    logging.info("input pipeline seed: %d", seed)
+  files = tfrecord_io.list_tfrecord_files(file_pattern)
+  order_matters = deterministic or not training
+
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  if training:
+    dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  dataset = dataset.interleave(
+      tf.data.TFRecordDataset, cycle_length=min(len(files), _MAX_PARALLEL_READS),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=order_matters)
+  if training:
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+    dataset = dataset.repeat()
+  dataset = dataset.enumerate()
+  example_fn = _make_example_fn(encoder_config, augment_config if training else None, seed)
+  dataset = dataset.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=order_matters)
+  dataset = dataset.batch(batch_size, drop_remainder=training)
+  dataset = dataset.prefetch(tf.data.AUTOTUNE)
+
+  options = tf.data.Options()
+  options.deterministic = order_matters
+  return dataset.with_options(options)
