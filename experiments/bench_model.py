@@ -1,0 +1,120 @@
+"""Forward time of the KDC model vs its trunk alone, and the training-step time.
+
+  python -m experiments.bench_model [--depth=101 --input_size=401 --batch_sizes=1,4]
+
+Random initialisation. Trunk and full model are timed alternately (so that background load hits
+both alike) and the minimum over repeats is kept. The last line is `model_over_trunk=<float>`:
+the full model's forward time over the trunk's, averaged over the batch sizes. Goal: <= 1.10.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from kdc_tf.config import EncoderConfig, LossConfig
+from kdc_tf.losses import compute_losses
+from kdc_tf.modeling import ModelConfig, build_kdc_model, trunk_name
+
+_DEPTH = flags.DEFINE_enum("depth", "101", ["tiny", "50", "101", "152"], "Trunk depth.")
+_INPUT_SIZE = flags.DEFINE_integer("input_size", 401, "Square input size.")
+_OUTPUT_STRIDE = flags.DEFINE_enum("output_stride", "8", ["8", "16"], "Trunk output stride.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "4"], "Forward batch sizes.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed forward passes per model and batch size.")
+_TRAIN_BATCH_SIZE = flags.DEFINE_integer("train_batch_size", 4, "Training-step batch size.")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 2, "Timed training steps (0 = skip).")
+
+
+def _elapsed(fn: Callable[[], object]) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def random_targets(encoder: EncoderConfig, batch: int, rng: np.random.Generator
+                   ) -> Dict[str, tf.Tensor]:
+  """Targets of the right shapes and ranges (ARCHITECTURE.md section 3), for timing only."""
+  g, m = encoder.pose_grid_size, encoder.mask_grid_size
+  k, e = encoder.spec.num_keypoints, encoder.spec.num_directed_edges
+
+  def uniform(*shape, scale=1.0):
+    return tf.constant(rng.uniform(0, scale, (batch,) + shape).astype(np.float32))
+
+  ids = rng.integers(-1, 4, (batch, m, m)).astype(np.int32)
+  return {
+      "heatmap": tf.cast(uniform(g, g, k) > 0.95, tf.float32),
+      "keypoint_weight": tf.ones((batch, g, g, 1)),
+      "keycentroid": uniform(g, g, 2 * k, scale=encoder.disk_radius),
+      "keycentroid_weight": uniform(g, g, k),
+      "midrange": uniform(g, g, 2 * e, scale=100.0),
+      "midrange_weight": uniform(g, g, e),
+      "seg": tf.constant((ids != 0).astype(np.float32)[..., None]),
+      "seg_weight": tf.ones((batch, m, m, 1)),
+      "mask_offset": uniform(m, m, 2, scale=50.0),
+      "mask_offset_weight": tf.constant((ids > 0).astype(np.float32)[..., None]),
+      "instance_ids": tf.constant(ids),
+  }
+
+
+def main(argv: List[str]) -> None:
+  del argv
+  config = ModelConfig(depth=_DEPTH.value, input_size=_INPUT_SIZE.value,
+                       output_stride=int(_OUTPUT_STRIDE.value))
+  encoder = EncoderConfig(input_size=config.input_size, output_stride=config.output_stride)
+  model = build_kdc_model(config)
+  trunk = model.get_layer(trunk_name(config))
+  print(f"ResNet-{config.depth} output stride {config.output_stride}, input "
+        f"{config.input_size}x{config.input_size}: trunk {trunk.count_params():,} parameters, "
+        f"full model {model.count_params():,}; {tf.config.threading.get_intra_op_parallelism_threads()}"
+        " intra-op threads (0 = all cores); timings are noisy on a shared machine")
+  full_fn = tf.function(lambda x: model(x, training=False))
+  trunk_fn = tf.function(lambda x: trunk(x, training=False))
+  rng = np.random.default_rng(0)
+  ratios = []
+  for batch in (int(b) for b in _BATCH_SIZES.value):
+    images = tf.constant(rng.uniform(0, 255, (batch, config.input_size, config.input_size, 3)),
+                         tf.float32)
+    for fn in (trunk_fn, full_fn):  # Trace and warm up.
+      tf.nest.map_structure(lambda t: t.numpy(), fn(images))
+    times = {"trunk": [], "model": []}
+    for _ in range(_REPEATS.value):
+      for name, fn in (("trunk", trunk_fn), ("model", full_fn)):
+        times[name].append(_elapsed(
+            lambda fn=fn: tf.nest.map_structure(lambda t: t.numpy(), fn(images))))
+    trunk_time, model_time = min(times["trunk"]) / batch, min(times["model"]) / batch
+    ratios.append(model_time / trunk_time)
+    print(f"batch {batch}: forward per image model {model_time * 1e3:.1f} ms, trunk "
+          f"{trunk_time * 1e3:.1f} ms (min of {_REPEATS.value}; medians "
+          f"{np.median(times['model']) / batch * 1e3:.1f} / "
+          f"{np.median(times['trunk']) / batch * 1e3:.1f} ms), model/trunk {ratios[-1]:.3f}")
+
+  if _TRAIN_STEPS.value > 0:
+    batch = _TRAIN_BATCH_SIZE.value
+    images = tf.constant(rng.uniform(0, 255, (batch, config.input_size, config.input_size, 3)),
+                         tf.float32)
+    targets = random_targets(encoder, batch, rng)
+    optimizer = keras.optimizers.Adam(1e-5)
+    loss_config = LossConfig()
+
+    @tf.function
+    def train_step():
+      with tf.GradientTape() as tape:
+        losses = compute_losses(targets, model(images, training=True), loss_config, encoder)
+      gradients = tape.gradient(losses["total"], model.trainable_variables)
+      optimizer.apply(gradients, model.trainable_variables)
+      return losses["total"]
+
+    train_step().numpy()  # Trace and warm up.
+    step_times = [_elapsed(lambda: train_step().numpy()) for _ in range(_TRAIN_STEPS.value)]
+    print(f"training step, batch {batch}: {min(step_times):.2f} s (min of {len(step_times)}; "
+          f"median {np.median(step_times):.2f} s), {min(step_times) / batch:.2f} s per image")
+  print(f"model_over_trunk={float(np.mean(ratios)):.4f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

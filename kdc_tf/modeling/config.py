@@ -1,0 +1,72 @@
+"""`ModelConfig`: what `build_kdc_model` needs to rebuild the network from a model_dir alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from kdc_tf.config import MASK_STRIDE, OUTPUT_STRIDES, grid_size
+from kdc_tf.datasets import DatasetSpec, get_dataset_spec
+
+# Bottleneck blocks per stage and the first stage's bottleneck width (keras.applications ResNet v1;
+# 'tiny' is a narrow one-block-per-stage variant for tests and smoke runs).
+TRUNK_DEPTHS = {
+    "tiny": ((1, 1, 1, 1), 8),
+    "50": ((3, 4, 6, 3), 64),
+    "101": ((3, 4, 23, 3), 64),
+    "152": ((3, 8, 36, 3), 64),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Trunk, heads and output geometry of the KDC network (ARCHITECTURE.md section 4).
+
+  `dataset`, `input_size`, `output_stride` and `disk_radius` must match the target encoder's
+  `EncoderConfig` (the experiment configuration checks this).
+  """
+
+  depth: str = "101"
+  output_stride: int = 8
+  dataset: str = "coco"
+  input_size: int = 401
+  # Offsets are predicted in units of the disk radius and returned in input pixels.
+  disk_radius: float = 32.0
+  # Local keras.applications ImageNet weights (.h5, 'notop' or full); None = random init.
+  weights: Optional[str] = None
+  # Batch norm in inference mode (moving statistics, frozen scale/offset): for fine-tuning
+  # pretrained weights with small per-replica batches.
+  freeze_batch_norm: bool = False
+  # Head widths: the shared 1x1 reduction of the stride-8 features, PoseNet's 3x3 conv, the
+  # decoder's 1x1 projection of the stride-4 features and its 3x3 fusion conv.
+  neck_width: int = 256
+  pose_head_width: int = 256
+  low_level_width: int = 48
+  decoder_width: int = 128
+
+  def __post_init__(self):
+    object.__setattr__(self, "depth", str(self.depth))
+    if self.depth not in TRUNK_DEPTHS:
+      raise ValueError(f"depth must be one of {sorted(TRUNK_DEPTHS)}, got {self.depth!r}")
+    if self.output_stride not in OUTPUT_STRIDES:
+      raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
+    if self.disk_radius <= 0:
+      raise ValueError(f"disk_radius must be positive, got {self.disk_radius}")
+    for name in ("neck_width", "pose_head_width", "low_level_width", "decoder_width"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    grid_size(self.input_size, self.output_stride)
+    grid_size(self.input_size, MASK_STRIDE)
+    get_dataset_spec(self.dataset)
+
+  @property
+  def spec(self) -> DatasetSpec:
+    return get_dataset_spec(self.dataset)
+
+  @property
+  def pose_grid_size(self) -> int:
+    return grid_size(self.input_size, self.output_stride)
+
+  @property
+  def mask_grid_size(self) -> int:
+    return grid_size(self.input_size, MASK_STRIDE)

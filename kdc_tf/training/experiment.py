@@ -1,0 +1,100 @@
+"""`ExperimentConfig`: everything a training run needs, saved as JSON in its model_dir.
+
+Evaluation and export rebuild the model from this file alone (`kdc_tf.training.restore_model`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from kdc_tf.config import AugmentConfig, EncoderConfig, LossConfig
+from kdc_tf.modeling.config import ModelConfig
+
+CONFIG_FILENAME = "experiment_config.json"
+STRATEGIES = ("mirrored", "multi_worker", "one_device")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and bookkeeping of the training loop (paper: Adam, lr 1e-5, batch 4, 400 epochs)."""
+
+  train_pattern: str = ""
+  # Global batch size, split evenly over the replicas.
+  batch_size: int = 4
+  learning_rate: float = 1e-5
+  epochs: int = 400
+  steps_per_epoch: int = 1
+  checkpoint_every: int = 1000
+  max_checkpoints: int = 5
+  summary_every: int = 100
+  image_summary_every: int = 1000
+  log_every: int = 10
+  strategy: str = "mirrored"
+  mixed_precision: bool = False
+  seed: Optional[int] = None
+
+  def __post_init__(self):
+    if self.strategy not in STRATEGIES:
+      raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    for name in ("batch_size", "epochs", "steps_per_epoch", "checkpoint_every", "max_checkpoints",
+                 "summary_every", "image_summary_every", "log_every"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    if self.learning_rate <= 0:
+      raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+  @property
+  def total_steps(self) -> int:
+    return self.epochs * self.steps_per_epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Model, targets, augmentation, losses and training; model and encoder geometry must agree."""
+
+  model: ModelConfig = ModelConfig()
+  encoder: EncoderConfig = EncoderConfig()
+  augment: AugmentConfig = AugmentConfig()
+  loss: LossConfig = LossConfig()
+  train: TrainConfig = TrainConfig()
+
+  def __post_init__(self):
+    for name in ("dataset", "input_size", "output_stride", "disk_radius"):
+      model_value, encoder_value = getattr(self.model, name), getattr(self.encoder, name)
+      if model_value != encoder_value:
+        raise ValueError(f"model and encoder disagree on {name}: {model_value!r} vs "
+                         f"{encoder_value!r}")
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> "ExperimentConfig":
+    sections = {"model": ModelConfig, "encoder": EncoderConfig, "augment": AugmentConfig,
+                "loss": LossConfig, "train": TrainConfig}
+    unknown = set(values) - set(sections)
+    if unknown:
+      raise ValueError(f"unknown experiment config sections {sorted(unknown)}")
+    return cls(**{name: section(**values.get(name, {})) for name, section in sections.items()})
+
+
+def save_config(config: ExperimentConfig, model_dir: str) -> str:
+  """Writes `model_dir/experiment_config.json`; returns its path."""
+  tf.io.gfile.makedirs(model_dir)
+  path = os.path.join(model_dir, CONFIG_FILENAME)
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  return path
+
+
+def load_config(model_dir: str) -> ExperimentConfig:
+  path = os.path.join(model_dir, CONFIG_FILENAME)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"no {CONFIG_FILENAME} in {model_dir}: not a kdc-tf model_dir")
+  with tf.io.gfile.GFile(path) as f:
+    return ExperimentConfig.from_dict(json.load(f))

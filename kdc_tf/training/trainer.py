@@ -1,0 +1,234 @@
+"""Custom training loop of the KDC network under tf.distribute.
+
+One `Trainer` builds (or restores, after a kill) the model, the Adam optimizer (with dynamic loss
+scaling under mixed precision) and the step counter in its model_dir, then runs
+`config.train.total_steps` steps: per-replica losses normalised by the global batch
+(`kdc_tf.losses.compute_losses`), checkpoints every `checkpoint_every` steps, TensorBoard scalars
+for every loss term and image summaries, absl logging of progress and speed. A non-finite loss
+stops training before anything is saved, so the last checkpoint is the last good one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+import time
+from typing import Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from kdc_tf.losses import LOSS_TERMS, compute_losses
+from kdc_tf.modeling import build_kdc_model
+from kdc_tf.training.checkpointing import make_checkpoint
+from kdc_tf.training.experiment import ExperimentConfig, load_config, save_config
+
+_MAX_SUMMARY_IMAGES = 2
+
+
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or Inf."""
+
+
+def create_strategy(name: str) -> tf.distribute.Strategy:
+  """'mirrored': all local GPUs (the local CPU devices when there is none); 'multi_worker':
+  MultiWorkerMirroredStrategy configured by TF_CONFIG; 'one_device': the first GPU, else the CPU.
+  """
+  gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy(
+        gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
+  raise ValueError(f"unknown strategy {name!r}; expected mirrored, multi_worker or one_device")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """True unless this is a non-chief worker of a multi-worker cluster."""
+  resolver = strategy.cluster_resolver
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return True
+  if resolver.task_type == "chief":
+    return True
+  return (resolver.task_type == "worker" and resolver.task_id == 0
+          and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _overlay(images: tf.Tensor, heat: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """Input image dimmed, keypoint-disk probability in red, person-mask probability in green."""
+  size = tf.shape(images)[1:3]
+  heat = tf.image.resize(heat, size)
+  mask = tf.image.resize(mask, size)
+  colours = tf.concat([heat, mask, tf.zeros_like(heat)], axis=-1)
+  return tf.clip_by_value(0.6 * images / 255.0 + 0.4 * colours, 0.0, 1.0)
+
+
+def summary_images(images: tf.Tensor, targets: Dict[str, tf.Tensor],
+                   outputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+  """[N, S, 2S, 3] in [0, 1]: prediction (left) beside target (right), max over keypoint types."""
+  predicted = _overlay(
+      images, tf.reduce_max(tf.sigmoid(outputs["heatmap_logits"]), axis=-1, keepdims=True),
+      tf.sigmoid(outputs["seg_logits"]))
+  target = _overlay(images, tf.reduce_max(targets["heatmap"], axis=-1, keepdims=True),
+                    targets["seg"])
+  return tf.concat([predicted, target], axis=2)
+
+
+class Trainer:
+  """Builds or restores the training state in `model_dir` and runs the loop.
+
+  `dataset` yields `(image [B, S, S, 3] float32, targets dict)` batched by the GLOBAL batch size
+  (`data_pipeline.input_pipeline.build_dataset`); it is repeated if finite.
+  """
+
+  def __init__(self, config: ExperimentConfig, model_dir: str,
+               strategy: Optional[tf.distribute.Strategy] = None):
+    self.config = config
+    self.model_dir = model_dir
+    self.strategy = strategy or create_strategy(config.train.strategy)
+    replicas = self.strategy.num_replicas_in_sync
+    if config.train.batch_size % replicas:
+      raise ValueError(f"global batch size {config.train.batch_size} is not divisible by the "
+                       f"{replicas} replicas")
+    self.is_chief = is_chief(self.strategy)
+    self._check_model_dir()
+    if config.train.seed is not None:
+      keras.utils.set_random_seed(config.train.seed)
+    self._build()
+    self._restore()
+
+  def _check_model_dir(self) -> None:
+    """Saves the config; refuses a model_dir whose checkpoints belong to another architecture."""
+    if tf.io.gfile.exists(os.path.join(self.model_dir, "checkpoint")):
+      previous = load_config(self.model_dir)
+      for section in ("model", "encoder"):
+        if getattr(previous, section) != getattr(self.config, section):
+          raise ValueError(
+              f"{self.model_dir} holds checkpoints of another {section} configuration "
+              f"({getattr(previous, section)} vs {getattr(self.config, section)}); use a new "
+              "--model_dir")
+    if self.is_chief:
+      save_config(self.config, self.model_dir)
+
+  def _build(self) -> None:
+    train = self.config.train
+    previous_policy = keras.config.dtype_policy()
+    if train.mixed_precision:
+      keras.config.set_dtype_policy("mixed_float16")
+    try:
+      with self.strategy.scope():
+        self.model = build_kdc_model(self.config.model)
+        optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+        if train.mixed_precision:
+          optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        # Built now so that restoring fills its slots instead of deferring them.
+        optimizer.build(self.model.trainable_variables)
+        self.optimizer = optimizer
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    finally:
+      keras.config.set_dtype_policy(previous_policy)
+    self.checkpoint = make_checkpoint(self.model, self.optimizer, self.step)
+    directory = self.model_dir if self.is_chief else tempfile.mkdtemp(prefix="kdc_worker_ckpt_")
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, directory, max_to_keep=train.max_checkpoints)
+
+  def _restore(self) -> None:
+    latest = self.manager.latest_checkpoint
+    if latest is None:
+      logging.info("No checkpoint in %s: starting from step 0", self.model_dir)
+      return
+    self.checkpoint.restore(latest).assert_existing_objects_matched()
+    logging.info("Restored %s: resuming at step %d", latest, int(self.step.numpy()))
+
+  def _train_step_fn(self):
+    model, optimizer, config = self.model, self.optimizer, self.config
+    global_batch = config.train.batch_size
+
+    def replica_step(images, targets):
+      with tf.GradientTape() as tape:
+        outputs = model(images, training=True)
+        losses = compute_losses(targets, outputs, config.loss, config.encoder, global_batch)
+        scaled = optimizer.scale_loss(losses["total"])
+      gradients = tape.gradient(scaled, model.trainable_variables)
+      optimizer.apply(gradients, model.trainable_variables)
+      return losses
+
+    def train_step(batch):
+      per_replica = self.strategy.run(replica_step, args=batch)
+      self.step.assign_add(1)
+      return {name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+              for name, value in per_replica.items()}
+
+    return train_step
+
+  def _write_images(self, batch, step: int) -> None:
+    images, targets = batch
+    local = self.strategy.experimental_local_results
+    images = local(images)[0][:_MAX_SUMMARY_IMAGES]
+    targets = {k: local(targets[k])[0][:_MAX_SUMMARY_IMAGES] for k in ("heatmap", "seg")}
+    outputs = self._predict(images)
+    tf.summary.image("prediction_vs_target", summary_images(images, targets, outputs),
+                     step=step, max_outputs=_MAX_SUMMARY_IMAGES)
+
+  def run(self, dataset: tf.data.Dataset) -> Dict[str, float]:
+    """Trains up to `total_steps`; returns the last step's losses (and 'step')."""
+    train = self.config.train
+    distributed = self.strategy.experimental_distribute_dataset(dataset.repeat())
+    train_step = tf.function(self._train_step_fn(), input_signature=[distributed.element_spec])
+    self._predict = tf.function(lambda images: self.model(images, training=False))
+    writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
+              if self.is_chief else tf.summary.create_noop_writer())
+    step = int(self.step.numpy())
+    if step >= train.total_steps:
+      logging.info("Already at step %d of %d: nothing to train", step, train.total_steps)
+      return {"step": float(step)}
+
+    logging.info("Training from step %d to %d on %d replica(s), global batch %d, model_dir %s",
+                 step, train.total_steps, self.strategy.num_replicas_in_sync, train.batch_size,
+                 self.model_dir)
+    interval_losses, interval_start, interval_steps = [], time.perf_counter(), 0
+    iterator = iter(distributed)
+    losses: Dict[str, float] = {}
+    with writer.as_default():
+      while step < train.total_steps:
+        batch = next(iterator)
+        losses = {k: float(v) for k, v in train_step(batch).items()}
+        step += 1
+        interval_steps += 1
+        if not np.isfinite(losses["total"]):
+          raise NonFiniteLossError(
+              f"loss became {losses['total']} at step {step} ({losses}); training stopped, "
+              f"nothing saved after the last good checkpoint {self.manager.latest_checkpoint}")
+        interval_losses.append(losses)
+        if step % train.log_every == 0 or step == train.total_steps:
+          elapsed = time.perf_counter() - interval_start
+          self._log_progress(step, losses, interval_steps / max(elapsed, 1e-9))
+        if step % train.summary_every == 0 or step == train.total_steps:
+          elapsed = time.perf_counter() - interval_start
+          for name in LOSS_TERMS + ("total",):
+            tf.summary.scalar(f"loss/{name}", np.mean([l[name] for l in interval_losses]),
+                              step=step)
+          tf.summary.scalar("steps_per_second", interval_steps / max(elapsed, 1e-9), step=step)
+          tf.summary.scalar("learning_rate", train.learning_rate, step=step)
+          interval_losses, interval_start, interval_steps = [], time.perf_counter(), 0
+        if step % train.image_summary_every == 0 or step == train.total_steps:
+          self._write_images(batch, step)
+        if step % train.checkpoint_every == 0 or step == train.total_steps:
+          path = self.manager.save(checkpoint_number=step)
+          logging.info("Saved checkpoint %s", path)
+    writer.flush()
+    return {**losses, "step": float(step)}
+
+  def _log_progress(self, step: int, losses: Dict[str, float], steps_per_second: float) -> None:
+    total_steps = self.config.train.total_steps
+    eta = (total_steps - step) / max(steps_per_second, 1e-9)
+    terms = " ".join(f"{name} {losses[name]:.4f}" for name in LOSS_TERMS)
+    logging.info("step %d/%d (%.1f%%) loss %.4f [%s] %.2f steps/s %.1f images/s eta %s", step,
+                 total_steps, 100.0 * step / total_steps, losses["total"], terms,
+                 steps_per_second, steps_per_second * self.config.train.batch_size,
+                 datetime.timedelta(seconds=round(eta)))
