@@ -8,6 +8,7 @@ from data_pipeline import augmentation
 from data_pipeline.targets import encode_targets
 from kdc_tf.config import AugmentConfig, EncoderConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
+from kdc_tf.visualization.targets import save_target_panel
 from tests.sample_examples import load_decoded_examples
 
 SIZE = 161  # pose grid 21 x 21 (stride 8), mask grid 41 x 41; x -> 160 - x maps grids to grids.
@@ -292,3 +293,18 @@ def test_stride_16_grid_is_the_stride_8_grid_subsampled(coco_inputs, coco_target
     assert coarse["heatmap"].shape == (11, 11, COCO.num_keypoints)
     for key in ("heatmap", "keypoint_weight", "keycentroid", "midrange", "midrange_weight"):
       np.testing.assert_allclose(coarse[key], targets[key][::2, ::2], atol=1e-4, err_msg=key)
+
+
+def test_target_panel_is_written(coco_inputs, coco_targets, tmp_path):
+  path = tmp_path / "panel.png"
+  panel = save_target_panel(coco_inputs[4]["image"], coco_targets[4], str(path), COCO)
+  assert path.stat().st_size > 0
+  assert panel.shape[1] == 4 * SIZE and panel.shape[0] > SIZE and panel.dtype == np.uint8
+  image = coco_inputs[4]["image"].numpy().astype(np.uint8)
+  heat_tile = panel[-SIZE:, :SIZE]
+  nearest = np.rint(np.arange(SIZE) / STRIDE).astype(int)  # each pixel's nearest grid point
+  disks = (coco_targets[4]["heatmap"].max(-1) > 0)[nearest][:, nearest]
+  assert disks.sum() > 100
+  assert np.mean(np.any(heat_tile[disks] != image[disks], axis=-1)) > 0.9  # disks drawn over it
+  with pytest.raises(ValueError, match="heatmap must be"):
+    save_target_panel(coco_inputs[4]["image"], coco_targets[4], str(path), CROWDPOSE)
