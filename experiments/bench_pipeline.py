@@ -11,7 +11,6 @@ encode_targets + batch, with the same tf.data parallelism. The last line printed
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from typing import List
 
@@ -21,7 +20,6 @@ from absl import logging
 import tensorflow as tf
 
 from data_pipeline import augmentation
-from data_pipeline import create_tfrecords
 from data_pipeline import synthetic
 from data_pipeline import tfrecord_io
 from data_pipeline.input_pipeline import build_dataset
@@ -35,20 +33,10 @@ flags.DEFINE_integer("batch_size", 4, "Images per batch.", lower_bound=1)
 flags.DEFINE_integer("num_batches", 50, "Timed batches per measurement.", lower_bound=1)
 flags.DEFINE_integer("warmup", 5, "Untimed batches first (tracing, buffers).", lower_bound=0)
 flags.DEFINE_string("file_pattern", None,
-                    "TFRecords to read; default: the embedded synthetic dataset.")
+                    "TFRecords to read; default: the embedded synthetic training set.")
 flags.DEFINE_enum("dataset", "coco", ["coco", "crowdpose", "ochuman"], "Keypoint layout.")
 flags.DEFINE_integer("output_stride", 8, "Pose grid stride (8 or 16).")
 flags.DEFINE_integer("seed", 0, "Input pipeline seed.")
-
-
-def _embedded_file_pattern() -> str:
-  """Synthetic COCO-format images written as TFRecords in a temporary directory."""
-  directory = tempfile.mkdtemp(prefix="kdc_bench_")
-  annotations_path = synthetic.generate_synthetic_coco(directory, num_images=32, seed=0)
-  prefix = os.path.join(directory, "train")
-  create_tfrecords.write_tfrecords(annotations_path, os.path.join(directory, "images"), prefix,
-                                   num_shards=2, dataset="coco")
-  return prefix + "-*.tfrecord"
 
 
 def _images_per_second(dataset: tf.data.Dataset, batch_size: int, warmup: int,
@@ -90,7 +78,7 @@ def main(argv: List[str]) -> None:
   encoder_config = EncoderConfig(dataset=FLAGS.dataset, input_size=FLAGS.image_size,
                                  output_stride=FLAGS.output_stride)
   augment_config = AugmentConfig()
-  file_pattern = FLAGS.file_pattern or _embedded_file_pattern()
+  file_pattern = FLAGS.file_pattern or synthetic.ensure_embedded_dataset()["train"]
   logging.info("benchmarking on %s", file_pattern)
 
   pipeline = build_dataset(file_pattern, encoder_config, augment_config, FLAGS.batch_size,
