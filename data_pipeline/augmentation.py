@@ -154,11 +154,11 @@ def resize_and_pad(example_or_image: Union[dict, tf.Tensor], input_size: int):
 
 def _random_shift(extent_lo: tf.Tensor, extent_hi: tf.Tensor, interest_lo: tf.Tensor,
                   interest_hi: tf.Tensor, limit: float, uniform: tf.Tensor) -> tf.Tensor:
-  """Per axis, a translation t drawn uniformly so that the window [0, limit] ...
+  """Per axis, a uniformly drawn translation placing the area of interest in the window [0, limit].
 
-  ... holds the area of interest (or lies within it when it is larger than the window), and, among
-  those, holds as much of the image as possible (the image inside the window, or the window inside
-  the image). The two intervals meet whenever the area of interest lies within the image.
+  Allowed translations keep the area of interest inside the window (or the window inside it when it
+  is larger) and, among those, as much image as possible in view (the image inside the window, or
+  the window inside the image). The two intervals meet whenever the area lies within the image.
   """
   image_a, image_b = -extent_lo, limit - extent_hi
   interest_a, interest_b = -interest_lo, limit - interest_hi

@@ -11,8 +11,9 @@ Choices the tables leave open, fixed here:
   * `midrange_weight` also carries `keypoint_weight` (DESIGN.md: the ignore regions weigh 0 in every
     keypoint loss), like `keycentroid_weight`.
   * `mask_offset_weight` is also 0 in crowd regions (a segmentation loss).
-  * People beyond `EncoderConfig.max_people` are dropped (logged); their masks join the ignore
-    regions of every loss rather than being taught as background.
+  * People beyond `EncoderConfig.max_people` (the first ones are kept) are dropped, with a warning in
+    TF's log; their masks join the ignore regions of every loss rather than being taught as
+    background.
   * Offsets (`keycentroid`, `midrange`, `mask_offset`) are defined wherever their disk/instance is,
     and zero elsewhere; the weights say where a loss applies.
 """
@@ -60,7 +61,7 @@ def _cap_people(keypoints: tf.Tensor, masks: tf.Tensor, max_people: int):
     return tf.constant(True)
 
   tf.cond(num_people > max_people, log_drop, lambda: tf.constant(False))
-  dropped = tf.reduce_max(masks[max_people:], axis=0)
+  dropped = tf.reduce_any(masks[max_people:] > 0, axis=0)
   return keypoints[:max_people], masks[:max_people], dropped
 
 
@@ -175,7 +176,7 @@ def encode_targets(augmented: dict, config: EncoderConfig) -> Dict[str, tf.Tenso
   # Ignore regions (mask grid): crowd, masks of people with nothing labelled, dropped people.
   unlabelled_people = tf.cast(~tf.reduce_any(labelled, axis=1), tf.float32)
   unlabelled_area = tf.reduce_max(masks * unlabelled_people[:, tf.newaxis, tf.newaxis], axis=0)
-  dropped = tf.cast(dropped > 0, tf.float32)
+  dropped = tf.cast(dropped, tf.float32)
   keypoint_ignore = tf.maximum(tf.maximum(crowd, dropped), unlabelled_area)
   step = config.output_stride // MASK_STRIDE
   keypoint_weight = (1.0 - keypoint_ignore[::step, ::step])[..., tf.newaxis]
