@@ -35,6 +35,7 @@ import enum
 import json
 import math
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
@@ -62,7 +63,7 @@ class SkipReason(str, enum.Enum):
   DEGENERATE_POLYGON = "polygon part with < 3 points or zero area (dropped)"
   BAD_SEGMENTATION = "person without a usable segmentation (skipped, region ignored)"
   BAD_CROWD_REGION = "crowd region without a usable segmentation (bbox used if valid)"
-  MALFORMED_IMAGE_ENTRY = "image entry without a valid id, file_name, height or width"
+  MALFORMED_IMAGE_ENTRY = "image entry with a duplicate or invalid id, file_name, height or width"
   MISSING_IMAGE = "missing image file"
   CORRUPT_IMAGE = "image TF cannot decode"
   IMAGE_SIZE_MISMATCH = "image size differs from the annotation"
@@ -174,7 +175,9 @@ def rasterize_segmentation(segmentation: Segmentation, height: int, width: int) 
       rle = segmentation
   else:
     rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-  return mask_utils.decode(rle).astype(np.uint8)
+  with warnings.catch_warnings():  # pycocotools 2.0.11 warns about numpy 2's copy keyword.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    return mask_utils.decode(rle).astype(np.uint8)
 
 
 def load_image_bytes(record: ImageRecord) -> bytes:
@@ -220,7 +223,9 @@ def read_annotations(annotations_path: str, images_dir: str, dataset: str = "coc
   records = {}
   for entry in data["images"]:
     record = _image_record(entry, images_dir, has_masks, skips)
-    if record is not None:
+    if record is not None and record.image_id in records:
+      skips.add(SkipReason.MALFORMED_IMAGE_ENTRY, f"duplicate image id {record.image_id}")
+    elif record is not None:
       records[record.image_id] = record
   known_image_ids = {entry.get("id") for entry in data["images"]}
   for ann in data["annotations"]:

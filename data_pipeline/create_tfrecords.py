@@ -35,7 +35,7 @@ class WriteSummary:
 
   def __str__(self) -> str:
     return (f"wrote {self.num_images} images, {self.num_people} people into {len(self.files)} "
-            f"files ({self.files[0]} ...) in {self.seconds:.1f} s\n"
+            f"shard(s) ({self.files[0]} ...) in {self.seconds:.1f} s\n"
             f"skipped or fixed, by reason:\n{self.skips.summary()}")
 
 

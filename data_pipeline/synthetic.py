@@ -28,6 +28,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
@@ -50,6 +51,7 @@ _UPPER_ARM, _FOREARM, _THIGH, _SHIN = 0.16, 0.14, 0.23, 0.22
 _WIDTHS = {"upper_arm": 0.055, "forearm": 0.045, "thigh": 0.075, "shin": 0.06, "neck": 0.05}
 _MIN_VISIBLE_AREA = 250  # pixels; smaller people are not drawn.
 _KP = {name: i for i, name in enumerate(COCO.keypoint_names)}
+_EYE_RGB, _NOSE_RGB = (20.0, 20.0, 20.0), (120.0, 40.0, 40.0)
 
 
 @dataclasses.dataclass
@@ -59,7 +61,6 @@ class _Figure:
   joints: np.ndarray
   parts: List[Tuple[np.ndarray, np.ndarray]]  # (polygon [n, 2], RGB colour)
   front_facing: bool
-
 
 
 def _rotate(points, angle: float) -> np.ndarray:
@@ -120,12 +121,17 @@ def _sample_figure(rng: np.random.Generator, height: float, pelvis: Sequence[flo
   canon[upper] = _rotate(canon[upper], bend)
   neck, head = _rotate(neck, bend), _rotate(head, bend)
 
-  to_image = lambda p: _rotate(np.asarray(p) * height, rotation) + np.asarray(pelvis, np.float64)
+  def to_image(points) -> np.ndarray:
+    return _rotate(np.asarray(points) * height, rotation) + np.asarray(pelvis, np.float64)
+
   joints = to_image(canon)
   skin = rng.uniform([150, 90, 60], [255, 210, 180])
   shirt, trousers = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
   width = {name: w * height for name, w in _WIDTHS.items()}
-  j = lambda name: joints[_KP[name]]
+
+  def j(name: str) -> np.ndarray:
+    return joints[_KP[name]]
+
   parts = [(np.stack([j("left_shoulder"), j("right_shoulder"), j("right_hip"), j("left_hip")]),
             shirt)]
   for side in ("left", "right"):
@@ -142,8 +148,10 @@ def _sample_figure(rng: np.random.Generator, height: float, pelvis: Sequence[flo
 
 def _polygons_mask(polygons: List[List[float]], height: int, width: int) -> np.ndarray:
   """bool [H, W] union of flat polygons, rasterised by pycocotools as the readers do."""
-  rles = mask_utils.frPyObjects(polygons, height, width)
-  return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+  rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+  with warnings.catch_warnings():  # pycocotools 2.0.11 warns about numpy 2's copy keyword.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    return mask_utils.decode(rle).astype(bool)
 
 
 def _flat_polygon(points: np.ndarray) -> List[float]:
@@ -205,10 +213,9 @@ def _paint(image: np.ndarray, figure: _Figure, mask: np.ndarray) -> None:
   if figure.front_facing:
     radius = max(1, int(round(0.2 * np.hypot(*(figure.joints[_KP["left_eye"]] -
                                                 figure.joints[_KP["right_eye"]])))))
-    for name in ("left_eye", "right_eye", "nose"):
+    for name, colour in (("left_eye", _EYE_RGB), ("right_eye", _EYE_RGB), ("nose", _NOSE_RGB)):
       centre = tuple(int(round(c)) for c in figure.joints[_KP[name]])
-      cv2.circle(layer, centre, radius, (20.0, 20.0, 20.0) if name != "nose" else (120.0, 40, 40),
-                 -1)
+      cv2.circle(layer, centre, radius, colour, -1)
   image[mask] = layer[mask]
 
 
@@ -398,21 +405,28 @@ def ensure_embedded_dataset(root: Optional[str] = None, *, num_train: int = 64, 
   root_path = pathlib.Path(root) if root is not None else DEFAULT_ROOT
   params = {"version": _EMBEDDED_VERSION, "num_train": num_train, "num_val": num_val,
             "seed": seed, "num_train_shards": num_train_shards}
-  marker = root_path / "COMPLETE.json"
-  if marker.exists() and json.loads(marker.read_text()) == params:
+  if _is_built(root_path, params):
     return _embedded_paths(root_path)
   root_path.parent.mkdir(parents=True, exist_ok=True)
   build = pathlib.Path(tempfile.mkdtemp(prefix=root_path.name + ".building-", dir=root_path.parent))
   try:
     logging.info("generating the embedded synthetic dataset in %s", root_path)
     _build_embedded(build, params)
-    if root_path.exists():
+    if not _is_built(root_path, params):  # Else another process finished first: use its copy.
       shutil.rmtree(root_path, ignore_errors=True)
-    try:
-      os.rename(build, root_path)
-    except OSError:  # Another process finished first; use its dataset if it is the same.
-      if not (marker.exists() and json.loads(marker.read_text()) == params):
-        raise
+      try:
+        os.rename(build, root_path)
+      except OSError:
+        if not _is_built(root_path, params):
+          raise
   finally:
     shutil.rmtree(build, ignore_errors=True)
   return _embedded_paths(root_path)
+
+
+def _is_built(root: pathlib.Path, params: dict) -> bool:
+  """Whether `root` holds a complete build with these parameters (its marker is written last)."""
+  try:
+    return json.loads((root / "COMPLETE.json").read_text()) == params
+  except (OSError, ValueError):
+    return False

@@ -56,12 +56,15 @@ def _float_feature(values: Sequence[float]) -> tf.train.Feature:
 
 def encode_mask_planes(crowd_mask: np.ndarray, instance_masks: np.ndarray) -> bytes:
   """PNG of the crowd mask [H, W] and the instance masks [P, H, W] (0/1) as bit planes."""
-  planes = np.concatenate([crowd_mask[None], instance_masks]).astype(bool)
-  num_blocks = math.ceil(len(planes) / _BITS)
-  padded = np.zeros((num_blocks * _BITS,) + planes.shape[1:], bool)
-  padded[:len(planes)] = planes
-  _, height, width = planes.shape
-  packed = np.packbits(padded.reshape(num_blocks, _BITS, height, width), axis=1, bitorder="little")
+  height, width = crowd_mask.shape
+  num_blocks = math.ceil((len(instance_masks) + 1) / _BITS)
+  planes = np.zeros((num_blocks * _BITS, height, width), np.uint8)
+  planes[0] = crowd_mask != 0
+  planes[1:len(instance_masks) + 1] = instance_masks != 0
+  shifts = np.arange(_BITS, dtype=np.uint8).reshape(1, _BITS, 1, 1)
+  # Bits do not overlap, so OR-reducing the shifted planes packs them (np.packbits along a middle
+  # axis is several times slower).
+  packed = np.bitwise_or.reduce(planes.reshape(num_blocks, _BITS, height, width) << shifts, axis=1)
   ok, png = cv2.imencode(".png", packed.reshape(num_blocks * height, width))
   if not ok:
     raise ValueError(f"PNG encoding of {num_blocks * height}x{width} mask planes failed")

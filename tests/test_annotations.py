@@ -12,6 +12,9 @@ from data_pipeline import annotations
 from data_pipeline import create_tfrecords
 from data_pipeline.annotations import SkipReason
 
+# pycocotools 2.0.11 (annToMask, decode in these tests) warns about numpy 2's copy keyword.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 
 @pytest.fixture(scope="module")
 def coco_sample(coco_sample_dir):

@@ -15,6 +15,9 @@ from data_pipeline import tfrecord_io
 
 _NUM_IMAGES = 24
 
+# pycocotools 2.0.11 (annToMask, decode in these tests) warns about numpy 2's copy keyword.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
