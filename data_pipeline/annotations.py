@@ -1,28 +1,29 @@
 """Readers for COCO-format person keypoint datasets: COCO, CrowdPose and OCHuman.
 
-Each reader returns one `ImageRecord` per image: its file, size, CrowdPose `crowdIndex`, the non-crowd
-people (id, keypoints [K, 3], raw segmentation) and the ignore regions (iscrowd segmentations). Masks
-are rasterised on demand with pycocotools (`rasterize_segmentation`), so reading a large annotation
-file stays cheap. K comes from `kdc_tf.datasets.get_dataset_spec(dataset)`.
+Each reader returns one `ImageRecord` per image: its file, size, CrowdPose `crowdIndex`, the
+non-crowd people (id, keypoints [K, 3], raw segmentation) and the ignore regions (iscrowd
+segmentations). Masks are rasterised on demand with pycocotools (`rasterize_segmentation`), so
+reading a large annotation file stays cheap. K comes from `kdc_tf.datasets.get_dataset_spec`.
 
 Dataset differences:
   - COCO: polygons for people, RLE (usually uncompressed) for iscrowd regions.
   - CrowdPose: 14 keypoints, `crowdIndex` per image, no segmentation (`has_masks` false).
-  - OCHuman (COCO-format files): compressed RLE; its `area` is the bbox area, so `area` is never read.
+  - OCHuman (COCO-format files): compressed RLE; its `area` is the bbox area: `area` is never read.
 
 Bad input is fixed or skipped, never passed on silently; every case is counted by reason in a
 `SkipCounter` whose summary is logged:
   - a labelled keypoint outside the image (x, y not in [0, W - 1] x [0, H - 1], the same range the
     augmentation uses) is set unlabelled (v = x = y = 0) and counted; the person is kept;
-  - a polygon part with < 3 points or zero area is dropped (pycocotools would read a 4-number polygon
-    as a box) and counted; a person left with no usable segmentation is skipped;
+  - a polygon part with < 3 points or zero area is dropped (pycocotools would read a 4-number
+    polygon as a box) and counted; a person left with no usable segmentation is skipped;
   - a person with the wrong keypoint count, non-finite keypoints or v outside {0, 1, 2} is skipped;
   - a skipped person's region (its usable segmentation, else its bbox) joins the image's ignore
     regions, so the losses never learn a real person as background;
-  - for datasets without masks (CrowdPose) the bbox of a person with no labelled keypoint also joins
-    the ignore regions: the target encoder ignores such people through their masks, which are absent;
+  - for datasets without masks (CrowdPose) the bbox of a person with no labelled keypoint also
+    joins the ignore regions: the target encoder ignores such people through their masks, which
+    are absent;
   - an image whose file is missing is skipped; `load_image_bytes` (used by the TFRecord writer, or
-    `verify_images=True` here) also skips images TF cannot decode or whose size differs from the JSON;
+    `verify_images=True` here) also skips images TF cannot decode or whose size is not the JSON's;
   - images with no (non-crowd) person are kept as negatives by default, for their background signal
     (`keep_images_without_people=False` skips and counts them).
 """
@@ -58,7 +59,7 @@ class SkipReason(str, enum.Enum):
   UNKNOWN_IMAGE = "annotation of an unknown image id"
   NOT_A_PERSON = "annotation of a non-person category"
   WRONG_KEYPOINT_COUNT = "person with the wrong keypoint count (skipped, region ignored)"
-  INVALID_KEYPOINTS = "person with non-finite keypoints or v not in {0,1,2} (skipped, region ignored)"
+  INVALID_KEYPOINTS = "person with non-finite keypoints or v not in {0,1,2} (skipped, ignored)"
   KEYPOINT_OUTSIDE_IMAGE = "labelled keypoint outside the image (set unlabelled)"
   DEGENERATE_POLYGON = "polygon part with < 3 points or zero area (dropped)"
   BAD_SEGMENTATION = "person without a usable segmentation (skipped, region ignored)"
@@ -343,7 +344,7 @@ def _add_annotation(record: ImageRecord, ann: dict, num_keypoints: int,
 
 def _clean_keypoints(raw: Any, num_keypoints: int, height: int,
                      width: int) -> Tuple[np.ndarray, Optional[SkipReason]]:
-  """float32 [K, 3] with outside-image keypoints unlabelled, or the reason the person is unusable."""
+  """float32 [K, 3] with outside-image keypoints unlabelled; or why the person is unusable."""
   try:
     values = np.asarray(raw, np.float64)
   except (TypeError, ValueError):

@@ -89,6 +89,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
+  """Defined only when run as a binary: importers (train, tests) keep their own --dataset flag."""
   flags.DEFINE_string("annotations", None, "COCO-format keypoint annotation JSON.")
   flags.DEFINE_string("images", None, "Folder of the images named in the JSON.")
   flags.DEFINE_string("output", None, "Output prefix: writes PREFIX-00000-of-0000N.tfrecord.")
@@ -103,9 +104,9 @@ def _define_flags() -> None:
 
 def main(argv: List[str]) -> None:
   del argv
-  summary = write_tfrecords(FLAGS.annotations, FLAGS.images, FLAGS.output, FLAGS.num_shards,
-                            FLAGS.dataset, keep_images_without_people=FLAGS.keep_images_without_people,
-                            log_every=FLAGS.log_every)
+  summary = write_tfrecords(
+      FLAGS.annotations, FLAGS.images, FLAGS.output, FLAGS.num_shards, FLAGS.dataset,
+      keep_images_without_people=FLAGS.keep_images_without_people, log_every=FLAGS.log_every)
   print(summary)
 
 

@@ -1,9 +1,9 @@
 """A small synthetic COCO-format person dataset: the embedded default dataset.
 
-Everything (training, evaluation, the oracle) runs on a fresh machine without a download: this module
-draws articulated stick people (limb quadrilaterals with rounded-off caps, a torso, a neck and an
-elliptic head) on a textured, cluttered background and writes the images with a COCO person-keypoints
-JSON, in the same layout as the real datasets, so the same readers and TFRecord writer apply.
+Everything (training, evaluation, the oracle) runs on a fresh machine without a download: this
+module draws articulated stick people (limb quadrilaterals extended past the joints, a torso, a
+neck and an elliptic head) on a textured, cluttered background and writes the images with a COCO
+person-keypoints JSON, in the layout of the real datasets, so the same readers and writer apply.
 
 What the annotations promise (the reader's conventions, annotations.py):
   - the 17 COCO keypoints are the joints of the drawing: each lies inside its limb's polygon, at
@@ -241,7 +241,8 @@ def _sample_scene(rng: np.random.Generator, height: int,
   for _ in range(rng.choice(5, p=[0.06, 0.3, 0.3, 0.2, 0.14])):
     tall = rng.uniform(0.35, 0.9) * height
     if pelvises and rng.random() < 0.4:  # Overlap someone already placed.
-      pelvis = pelvises[rng.integers(len(pelvises))] + rng.uniform(-0.35, 0.35, 2) * [tall, 0.2 * tall]
+      shift = rng.uniform(-0.35, 0.35, 2) * [tall, 0.2 * tall]
+      pelvis = pelvises[rng.integers(len(pelvises))] + shift
     else:
       pelvis = rng.uniform([0.05 * width, 0.35 * height], [0.95 * width, 0.8 * height])
     rotation = rng.normal(0, 0.12) if rng.random() < 0.85 else rng.uniform(-1.6, 1.6)
@@ -269,7 +270,8 @@ def _render(rng: np.random.Generator, height: int, width: int):
     if visible.sum() < _MIN_VISIBLE_AREA:
       continue
     inside = all(np.all((p >= 0) & (p <= [width - 1, height - 1])) for p, _ in figure.parts)
-    polygons = polygons_raw if inside and not (full & occluded).any() else _visible_polygons(visible)
+    whole = inside and not (full & occluded).any()
+    polygons = polygons_raw if whole else _visible_polygons(visible)
     if not polygons:
       continue
     mask = _polygons_mask(polygons, height, width)
@@ -295,7 +297,7 @@ def _render(rng: np.random.Generator, height: int, width: int):
     _paint(image, figure, mask)
   image += rng.normal(0, 4, image.shape).astype(np.float32)
   image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-  return image, [(polygons, mask, keypoints) for _, polygons, mask, keypoints in people], crowd_masks
+  return image, [(polygons, mask, kps) for _, polygons, mask, kps in people], crowd_masks
 
 
 def _person_category() -> dict:
@@ -321,7 +323,7 @@ def _annotation(ann_id: int, image_id: int, mask: np.ndarray, segmentation, keyp
 def generate_synthetic_coco(output_dir: str, num_images: int = 64,
                             image_size: Optional[Tuple[int, int]] = None, seed: int = 0, *,
                             first_image_id: int = 1, image_format: str = "jpg") -> str:
-  """Writes `output_dir/images/*.{jpg,png}` and `output_dir/annotations.json`; returns the JSON path.
+  """Writes `output_dir/images/*.{jpg,png}` and `output_dir/annotations.json` (returned).
 
   Args:
     output_dir: created if missing.

@@ -50,7 +50,7 @@ def test_coco_sample_people_keypoints_and_masks(coco_sample):
 
 
 def _rle_variant(raw: dict, compressed: bool) -> dict:
-  """The same file with every person's polygons replaced by an equivalent RLE made by pycocotools."""
+  """The same file with every person's polygons replaced by the pycocotools RLE of them."""
   data = copy.deepcopy(raw)
   sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
   for ann in data["annotations"]:

@@ -117,7 +117,8 @@ def test_fixed_size_and_png(tmp_path):
   json_path = synthetic.generate_synthetic_coco(str(tmp_path), 2, image_size=(161, 129), seed=3,
                                                 image_format="png")
   images = json.loads(pathlib.Path(json_path).read_text())["images"]
-  assert [(i["height"], i["width"], i["file_name"][-4:]) for i in images] == [(161, 129, ".png")] * 2
+  sizes = [(i["height"], i["width"], i["file_name"][-4:]) for i in images]
+  assert sizes == [(161, 129, ".png")] * 2
 
 
 def test_ensure_embedded_dataset_builds_once(tmp_path):
