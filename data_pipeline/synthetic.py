@@ -241,8 +241,8 @@ def _sample_scene(rng: np.random.Generator, height: int,
   for _ in range(rng.choice(5, p=[0.06, 0.3, 0.3, 0.2, 0.14])):
     tall = rng.uniform(0.35, 0.9) * height
     if pelvises and rng.random() < 0.4:  # Overlap someone already placed.
-      shift = rng.uniform(-0.35, 0.35, 2) * [tall, 0.2 * tall]
-      pelvis = pelvises[rng.integers(len(pelvises))] + shift
+      neighbour = pelvises[rng.integers(len(pelvises))]
+      pelvis = neighbour + rng.uniform(-0.35, 0.35, 2) * [tall, 0.2 * tall]
     else:
       pelvis = rng.uniform([0.05 * width, 0.35 * height], [0.95 * width, 0.8 * height])
     rotation = rng.normal(0, 0.12) if rng.random() < 0.85 else rng.uniform(-1.6, 1.6)
