@@ -70,8 +70,7 @@ def main(argv: List[str]) -> None:
   trunk = model.get_layer(trunk_name(config))
   print(f"ResNet-{config.depth} output stride {config.output_stride}, input "
         f"{config.input_size}x{config.input_size}: trunk {trunk.count_params():,} parameters, "
-        f"full model {model.count_params():,}; {tf.config.threading.get_intra_op_parallelism_threads()}"
-        " intra-op threads (0 = all cores); timings are noisy on a shared machine")
+        f"full model {model.count_params():,}; timings are noisy on a shared machine")
   full_fn = tf.function(lambda x: model(x, training=False))
   trunk_fn = tf.function(lambda x: trunk(x, training=False))
   rng = np.random.default_rng(0)

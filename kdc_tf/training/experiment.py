@@ -21,7 +21,7 @@ STRATEGIES = ("mirrored", "multi_worker", "one_device")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Optimisation and bookkeeping of the training loop (paper: Adam, lr 1e-5, batch 4, 400 epochs)."""
+  """Optimisation and bookkeeping of the loop (paper: Adam, lr 1e-5, batch 4, 400 epochs)."""
 
   train_pattern: str = ""
   # Global batch size, split evenly over the replicas.

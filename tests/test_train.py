@@ -1,0 +1,163 @@
+"""Training: the binary under MirroredStrategy on two CPUs, resume after a stop, NaN guard."""
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from data_pipeline import synthetic
+from data_pipeline.input_pipeline import build_dataset
+from experiments import train
+from kdc_tf.config import EncoderConfig
+from kdc_tf.modeling import ModelConfig
+from kdc_tf.training import (ExperimentConfig, NonFiniteLossError, TrainConfig, Trainer,
+                             create_strategy, load_config, restore_model)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SIZE = 129
+
+# Runs experiments.train's main with the CPU split into two logical devices, which must happen
+# before TensorFlow initialises its devices: hence a subprocess.
+_MIRRORED_SCRIPT = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from absl import app
+    from experiments import train
+    train.define_flags()
+    app.run(train.main, argv=["train"] + sys.argv[1:])
+    """)
+
+
+def _run(script, *args, timeout=300):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
+  result = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def _scalars(event_dir, tag):
+  """{step: value} of a TF2 scalar summary."""
+  values = {}
+  for path in tf.io.gfile.glob(os.path.join(event_dir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
+def test_train_flag_defaults_are_the_papers():
+  flag_values = flags.FlagValues()
+  train.define_flags(flag_values)
+  flag_values(["train"])
+  defaults = {k: flag_values[k].value for k in (
+      "depth", "input_size", "batch_size", "learning_rate", "epochs", "output_stride",
+      "disk_radius", "strategy", "centroid", "train_pattern", "max_rotation_degrees", "min_scale",
+      "max_scale", "flip_probability")}
+  assert defaults == {
+      "depth": "101", "input_size": 401, "batch_size": 4, "learning_rate": 1e-5, "epochs": 400,
+      "output_stride": "8", "disk_radius": 32.0, "strategy": "mirrored", "centroid": "dynamic",
+      "train_pattern": "", "max_rotation_degrees": 30.0, "min_scale": 0.7, "max_scale": 1.3,
+      "flip_probability": 0.5}
+
+
+def test_tiny_model_trains_30_steps_on_two_mirrored_cpus_and_its_loss_falls(tmp_path):
+  model_dir = tmp_path / "mirrored"
+  result = _run(_MIRRORED_SCRIPT, f"--model_dir={model_dir}", "--depth=tiny",
+                f"--input_size={SIZE}", "--epochs=1", "--steps_per_epoch=30",
+                "--learning_rate=1e-3", "--summary_every=5", "--image_summary_every=30",
+                "--checkpoint_every=30", "--seed=0")
+  assert "on 2 replica(s)" in result.stderr
+  total = _scalars(str(model_dir / "train"), "loss/total")
+  assert sorted(total) == [5, 10, 15, 20, 25, 30]
+  assert all(np.isfinite(v) for v in total.values())
+  assert total[30] < 0.8 * total[5], total
+  for term in ("heatmap", "keycentroid", "midrange", "seg", "mask_offset", "membership"):
+    assert len(_scalars(str(model_dir / "train"), f"loss/{term}")) == 6, term
+  assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-30")
+  assert load_config(str(model_dir)).train.steps_per_epoch == 30
+
+
+def _variables(trainer):
+  return ([v.numpy() for v in trainer.model.variables],
+          [v.numpy() for v in trainer.optimizer.variables])
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+  """3 steps, then a new Trainer on the same model_dir (as after a kill) that goes on to 6."""
+  model_dir = str(tmp_path_factory.mktemp("resume"))
+  pattern = synthetic.ensure_embedded_dataset()["train"]
+  geometry = dict(input_size=SIZE)
+  config = ExperimentConfig(
+      model=ModelConfig(depth="tiny", **geometry), encoder=EncoderConfig(**geometry),
+      train=TrainConfig(train_pattern=pattern, learning_rate=1e-3, epochs=1, steps_per_epoch=3,
+                        checkpoint_every=3, seed=0, strategy="one_device"))
+  dataset = build_dataset(pattern, config.encoder, config.augment, 4, training=True, seed=0)
+  first = Trainer(config, model_dir, create_strategy("one_device"))
+  first.run(dataset)
+  first_state = _variables(first)
+  longer = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2))
+  second = Trainer(longer, model_dir, create_strategy("one_device"))
+  restored = {"step": int(second.step.numpy()),
+              "iterations": int(second.optimizer.iterations.numpy()),
+              "state": _variables(second)}
+  losses = second.run(dataset)
+  return dict(model_dir=model_dir, config=longer, dataset=dataset, first_state=first_state,
+              restored=restored, second=second, losses=losses)
+
+
+def test_resume_restores_step_model_and_optimizer_state(resumed_run):
+  restored = resumed_run["restored"]
+  assert restored["step"] == 3 and restored["iterations"] == 3
+  for expected, actual in zip(resumed_run["first_state"], restored["state"]):
+    assert len(expected) == len(actual) > 0
+    for a, b in zip(expected, actual):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_resumed_training_continues_to_the_new_end(resumed_run):
+  second = resumed_run["second"]
+  assert resumed_run["losses"]["step"] == 6
+  assert int(second.optimizer.iterations.numpy()) == 6
+  assert tf.train.latest_checkpoint(resumed_run["model_dir"]).endswith("ckpt-6")
+
+
+def test_restore_model_rebuilds_the_trained_network_from_model_dir(resumed_run):
+  second = resumed_run["second"]
+  model, config = restore_model(resumed_run["model_dir"])
+  assert config == resumed_run["config"]
+  image = np.random.default_rng(0).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+  expected = second.model(image, training=False)
+  for name, value in model(image, training=False).items():
+    np.testing.assert_allclose(value.numpy(), expected[name].numpy(), rtol=1e-5, atol=1e-5)
+  larger, larger_config = restore_model(resumed_run["model_dir"] + "/ckpt-6", input_size=161)
+  assert larger.output["seg_logits"].shape[1:3] == (41, 41)
+  assert larger_config.encoder.input_size == 161
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(resumed_run):
+  config = resumed_run["config"]
+  config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))
+  trainer = Trainer(config, resumed_run["model_dir"], create_strategy("one_device"))
+  poisoned = resumed_run["dataset"].map(lambda image, targets: (image * np.nan, targets))
+  with pytest.raises(NonFiniteLossError, match="step 7"):
+    trainer.run(poisoned)
+  assert tf.train.latest_checkpoint(resumed_run["model_dir"]).endswith("ckpt-6")
+
+
+def test_a_model_dir_of_another_architecture_is_refused(resumed_run):
+  config = resumed_run["config"]
+  other = dataclasses.replace(config, model=dataclasses.replace(config.model, neck_width=64))
+  with pytest.raises(ValueError, match="another model configuration"):
+    Trainer(other, resumed_run["model_dir"], create_strategy("one_device"))
