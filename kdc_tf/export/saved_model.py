@@ -1,0 +1,113 @@
+"""Writes a `Predictor` as a TF SavedModel: resize, model and grouping in one serving graph.
+
+Signatures (no Python and no py_function at serving time):
+- `serving_default`: `image` uint8 `[H, W, 3]` (RGB, any size, exactly three channels: clients
+  convert grayscale or RGBA themselves) -> `keypoints` float32 `[N, K, 3]` in the image's pixels,
+  `scores` float32 `[N]`, `masks` uint8 `[N, H, W]`, `num_people` int32 `[]`.
+- `serving_encoded`: `image_bytes` string `[]` (a JPEG, PNG, BMP or GIF file's bytes; decoded to
+  RGB in the graph, so grayscale and RGBA files work too) -> the same outputs. This is the one to
+  use with base64 in TF Serving's REST API.
+
+A wrong dtype is refused before the graph runs; a wrong rank or channel count, or an empty image,
+fails at the first op with a message naming the expected shape (`inference.validate_image`).
+
+`assets.extra/kdc_metadata.json` beside the graph records the dataset's keypoint names and
+skeleton, the test scale and the grouping settings baked into the export, for clients that draw
+or convert the outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Union
+
+import tensorflow as tf
+from absl import logging
+
+from kdc_tf.inference import IMAGE_SIGNATURE, Predictor
+
+SERVING_SIGNATURE = "serving_default"
+ENCODED_SIGNATURE = "serving_encoded"
+ENCODED_IMAGE_SIGNATURE = tf.TensorSpec([], tf.string, name="image_bytes")
+METADATA_FILE = os.path.join("assets.extra", "kdc_metadata.json")
+
+
+class _ServingModule(tf.Module):
+  """What the SavedModel holds: the predictor, callable on pixels or on encoded image bytes."""
+
+  def __init__(self, predictor: Predictor):
+    super().__init__(name="kdc_serving")
+    self.predictor = predictor
+
+  @tf.function(input_signature=[IMAGE_SIGNATURE])
+  def __call__(self, image: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return self.predictor(image)
+
+  @tf.function(input_signature=[ENCODED_IMAGE_SIGNATURE])
+  def predict_encoded(self, image_bytes: tf.Tensor) -> Dict[str, tf.Tensor]:
+    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    return self.predictor(image)
+
+
+def export_saved_model(predictor: Predictor, export_dir: str) -> str:
+  """Writes `predictor` to `export_dir` (created; must not hold a SavedModel yet).
+
+  Returns:
+    `export_dir`.
+  """
+  if tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
+    raise FileExistsError(f"{export_dir} already holds a SavedModel; choose a new export_dir "
+                          "(TF Serving expects one numbered version directory per export)")
+  module = _ServingModule(predictor)
+  signatures = {
+      SERVING_SIGNATURE: module.__call__.get_concrete_function(),
+      ENCODED_SIGNATURE: module.predict_encoded.get_concrete_function(),
+  }
+  tf.saved_model.save(module, export_dir, signatures=signatures)
+  _write_metadata(predictor, export_dir)
+  logging.info("Exported SavedModel to %s", export_dir)
+  return export_dir
+
+
+def load_metadata(export_dir: str) -> Dict[str, Any]:
+  """Reads the export's metadata (dataset, keypoint names, edges, input size, grouping)."""
+  with tf.io.gfile.GFile(os.path.join(export_dir, METADATA_FILE)) as f:
+    return json.load(f)
+
+
+def describe_signatures(loaded_or_export_dir: Union[str, Any]) -> str:
+  """One line per signature input and output: name, dtype, shape (-1 = any)."""
+  loaded = (tf.saved_model.load(loaded_or_export_dir)
+            if isinstance(loaded_or_export_dir, str) else loaded_or_export_dir)
+  lines = []
+  for name in sorted(loaded.signatures):
+    function = loaded.signatures[name]
+    lines.append(f"signature '{name}':")
+    for role, specs in (("input", function.structured_input_signature[1]),
+                        ("output", function.structured_outputs)):
+      for key in sorted(specs):
+        spec = specs[key]
+        shape = [-1 if d is None else d for d in spec.shape.as_list()]
+        lines.append(f"  {role:6s} {key}: {spec.dtype.name} {shape}")
+  return "\n".join(lines)
+
+
+def _write_metadata(predictor: Predictor, export_dir: str) -> None:
+  spec = predictor.spec
+  metadata = {
+      "dataset": predictor.encoder_config.dataset,
+      "keypoint_names": list(spec.keypoint_names),
+      "edges": [list(edge) for edge in spec.edges],
+      "input_size": predictor.input_size,
+      "grouping": dataclasses.asdict(predictor.grouping_config),
+      "signatures": {
+          SERVING_SIGNATURE: {"inputs": {"image": "uint8 [H, W, 3] RGB"}},
+          ENCODED_SIGNATURE: {"inputs": {"image_bytes": "string [] encoded JPEG/PNG/BMP/GIF"}},
+      },
+  }
+  path = os.path.join(export_dir, METADATA_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(metadata, f, indent=2)
