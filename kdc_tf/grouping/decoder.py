@@ -1,0 +1,184 @@
+"""The grouping module: head outputs of one image -> people (ARCHITECTURE.md section 5).
+
+`Grouper.group` is a `tf.function` with a fixed input signature (grid sizes fixed by the input
+size; `output_size` and `input_scale` dynamic), usable in eager code, in evaluation and inside an
+exported SavedModel. It runs three stages:
+
+1. (XLA when `jit_compile`) Hough voting + PGO, candidates, all candidates' poses walked in
+   parallel, the `[C, C]` suppression overlaps.
+2. Greedy selection: `tf.image.non_max_suppression_overlaps` (no XLA kernel).
+3. (XLA when `jit_compile`) people's keypoints and scores, membership + IGO instance maps; then,
+   at the dynamic output size, the masks.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping
+
+import tensorflow as tf
+
+from kdc_tf.config import CENTROID_MODES, MASK_STRIDE, EncoderConfig, GroupingConfig, grid_size
+from kdc_tf.datasets import DatasetSpec
+from kdc_tf.grouping import gaussian, masks, peaks, poses, sampling, voting
+
+INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
+
+
+def model_outputs_to_grouping_inputs(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """One image's model outputs (ARCHITECTURE.md 4) -> the grouping inputs (section 5).
+
+  Applies the sigmoid to `heatmap_logits` and `seg_logits`. Accepts tensors without a batch
+  dimension or with a batch of exactly one image.
+  """
+
+  def one_image(name: str) -> tf.Tensor:
+    tensor = tf.convert_to_tensor(outputs[name], tf.float32)
+    if tensor.shape.rank == 4:
+      if tensor.shape[0] is not None and tensor.shape[0] != 1:
+        raise ValueError(f"{name}: grouping takes one image, got a batch of {tensor.shape[0]}")
+      with tf.control_dependencies([tf.debugging.assert_equal(
+          tf.shape(tensor)[0], 1, message=f"{name}: grouping takes one image")]):
+        tensor = tf.identity(tensor[0])
+    elif tensor.shape.rank != 3:
+      raise ValueError(f"{name}: expected [H, W, C] or [1, H, W, C], got shape {tensor.shape}")
+    return tensor
+
+  return {
+      "heatmap": tf.sigmoid(one_image("heatmap_logits")),
+      "keycentroid": one_image("keycentroid"),
+      "midrange": one_image("midrange"),
+      "seg": tf.sigmoid(one_image("seg_logits")),
+      "mask_offset": one_image("mask_offset"),
+  }
+
+
+class Grouper(tf.Module):
+  """Decodes one image's head outputs into at most `config.max_people` people.
+
+  Call `grouper(inputs, output_size, input_scale)` with the dict of
+  `model_outputs_to_grouping_inputs` (or perfect targets), or the tf.function `grouper.group`
+  with the same tensors positionally. Output (ARCHITECTURE.md 5): `keypoints` float32 `[N, K, 3]`
+  `(x, y, score)` in output pixels, `scores` float32 `[N]`, `masks` uint8 `[N, Ho, Wo]`,
+  `num_people` int32; valid people first, in descending seed score.
+  """
+
+  def __init__(self, spec: DatasetSpec, config: GroupingConfig, input_size: int,
+               output_stride: int = 8, disk_radius: float = 32.0, jit_compile: bool = True):
+    super().__init__(name="grouper")
+    if config.centroid_mode not in CENTROID_MODES:
+      raise ValueError(f"centroid_mode must be one of {CENTROID_MODES}, got {config.centroid_mode!r}")
+    if config.max_people < 1 or config.peaks_per_type < 1:
+      raise ValueError("max_people and peaks_per_type must be >= 1")
+    if config.peak_threshold < 0 or config.nms_radius < 0 or disk_radius <= 0:
+      raise ValueError("peak_threshold and nms_radius must be >= 0, disk_radius > 0")
+    self._spec = spec
+    self._config = config
+    self._input_size = input_size
+    self._stride = output_stride
+    self._disk_radius = disk_radius
+    self._pose_grid = grid_size(input_size, output_stride)
+    self._mask_grid = grid_size(input_size, MASK_STRIDE)
+    if self._pose_grid < 2:
+      raise ValueError(f"input size {input_size} gives a pose grid of {self._pose_grid} point")
+    self._edge_orders = poses.breadth_first_edges(spec)
+    self._pgo_kernels = gaussian.gaussian_kernels_1d(spec.pgo_sigmas)
+    self._find_poses = tf.function(self._poses_of_all_candidates, jit_compile=jit_compile,
+                                   autograph=False)
+    self._make_people = tf.function(self._people_and_instance_maps, jit_compile=jit_compile,
+                                    autograph=False)
+    self.group = tf.function(self._group, input_signature=self.input_signature, autograph=False)
+
+  @classmethod
+  def from_encoder_config(cls, encoder_config: EncoderConfig, config: GroupingConfig,
+                          jit_compile: bool = True) -> "Grouper":
+    """The grouper matching the targets' geometry (input size, stride, disk radius)."""
+    return cls(encoder_config.spec, config, encoder_config.input_size,
+               encoder_config.output_stride, encoder_config.disk_radius, jit_compile)
+
+  @property
+  def input_signature(self):
+    g, m = self._pose_grid, self._mask_grid
+    k, e = self._spec.num_keypoints, self._spec.num_directed_edges
+    return [
+        tf.TensorSpec([g, g, k], tf.float32, "heatmap"),
+        tf.TensorSpec([g, g, 2 * k], tf.float32, "keycentroid"),
+        tf.TensorSpec([g, g, 2 * e], tf.float32, "midrange"),
+        tf.TensorSpec([m, m, 1], tf.float32, "seg"),
+        tf.TensorSpec([m, m, 2], tf.float32, "mask_offset"),
+        tf.TensorSpec([2], tf.int32, "output_size"),
+        tf.TensorSpec([], tf.float32, "input_scale"),
+    ]
+
+  def __call__(self, inputs: Mapping[str, tf.Tensor], output_size,
+               input_scale) -> Dict[str, tf.Tensor]:
+    missing = [key for key in INPUT_KEYS if key not in inputs]
+    if missing:
+      raise KeyError(f"grouping inputs lack {missing}; expected {INPUT_KEYS}")
+    return self.group(*(inputs[key] for key in INPUT_KEYS),
+                      tf.convert_to_tensor(output_size, tf.int32),
+                      tf.convert_to_tensor(input_scale, tf.float32))
+
+  def _group(self, heatmap, keycentroid, midrange, seg, mask_offset, output_size, input_scale):
+    checks = [tf.debugging.assert_positive(output_size, message="output_size must be positive"),
+              tf.debugging.assert_positive(input_scale, message="input_scale must be positive")]
+    with tf.control_dependencies(checks):
+      heatmap, keycentroid, midrange, seg, mask_offset = (
+          tf.debugging.check_numerics(t, f"grouping input {name} is not finite")
+          for t, name in zip((heatmap, keycentroid, midrange, seg, mask_offset), INPUT_KEYS))
+    candidate_poses, keypoint_scores, seed_scores, overlaps = self._find_poses(
+        heatmap, keycentroid, midrange)
+    selected = poses.select_people(overlaps, seed_scores, self._config.max_people,
+                                   self._config.peak_threshold)
+    keypoints, scores, maps, labels, num_people = self._make_people(
+        selected, candidate_poses, keypoint_scores, seg, mask_offset)
+    xy = keypoints[..., :2] / input_scale
+    return {
+        "keypoints": tf.concat([xy, keypoints[..., 2:]], axis=-1),
+        "scores": scores,
+        "masks": masks.output_masks(maps, labels, output_size, input_scale, MASK_STRIDE),
+        "num_people": num_people,
+    }
+
+  def _poses_of_all_candidates(self, heatmap, keycentroid, midrange):
+    """Stage 1: every candidate's pose `[C, K, 2]`, keypoint scores `[C, K]`, seed scores `[C]`
+    (-1 for invalid slots) and suppression overlaps `[C, C]`."""
+    g, k = self._pose_grid, self._spec.num_keypoints
+    score_maps = gaussian.smooth(
+        voting.hough_score_maps(heatmap, keycentroid, self._stride, self._disk_radius),
+        self._pgo_kernels)
+    candidates = peaks.find_candidates(score_maps, self._config.peak_threshold,
+                                       self._config.peaks_per_type)
+    cell_points = tf.reshape(voting.grid_points(g, g, self._stride), [g * g, 2])
+    seed_offsets = tf.gather_nd(tf.reshape(keycentroid, [g * g, k, 2]),
+                                tf.stack([candidates.cells, candidates.types], axis=-1))
+    seeds = tf.clip_by_value(tf.gather(cell_points, candidates.cells) + seed_offsets, 0.0,
+                             self._input_size - 1.0)
+    walked = poses.walk_tree(seeds, candidates.types, keycentroid, midrange, self._edge_orders,
+                             self._stride, self._input_size)
+    all_types = tf.broadcast_to(tf.range(k), walked.shape[:2])
+    keypoint_scores = sampling.sample_groups(score_maps, walked, all_types, 1, self._stride)[..., 0]
+    overlaps = poses.suppression_overlaps(walked, seeds, candidates.types,
+                                          self._config.nms_radius)
+    seed_scores = tf.where(candidates.valid, candidates.scores, -1.0)
+    return walked, keypoint_scores, seed_scores, overlaps
+
+  def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, seg,
+                                mask_offset):
+    """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, instance maps `[N, M, M]`,
+    their labels `[M, M]` and the number of people."""
+    config = self._config
+    valid = selected >= 0
+    index = tf.maximum(selected, 0)
+    valid_weight = tf.cast(valid, tf.float32)
+    xy = tf.gather(candidate_poses, index) * valid_weight[:, None, None]
+    point_scores = tf.gather(keypoint_scores, index) * valid_weight[:, None]
+    centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)
+    membership = masks.membership_maps(
+        seg, mask_offset, centres, valid, mask_stride=MASK_STRIDE,
+        seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
+        sigma_igo=config.sigma_igo, static_centroids=config.centroid_mode == "static")
+    keypoints = tf.concat([xy, point_scores[..., None]], axis=-1)
+    scores = tf.reduce_mean(point_scores, axis=1)
+    num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
+    maps = masks.instance_maps(membership, config.igo_sigma)
+    return keypoints, scores, maps, masks.grid_labels(maps), num_people

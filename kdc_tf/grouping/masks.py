@@ -1,0 +1,179 @@
+"""Instance masks from the person mask and MaskCentroid embeddings (DESIGN.md 'Decoding' 5).
+
+For every mask-grid point p with person probability above `seg_threshold`, the embedding is
+`e = p + mask_offset(p)`. Person j has a centre C_j and a spread sigma_j; p joins the person with
+the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
+`membership_threshold` (eq. 6).
+
+- C_j, dynamic mode (DM_c): the confidence-weighted mean of j's keypoints scoring above
+  `centroid_keypoint_threshold`, the decoder's reading of the training target "mean of the labelled
+  keypoints" (score-weighted mean of all of j's keypoints if none passes the threshold).
+- C_j, static mode (SM_c, target = mean position of the mask pixels): one k-means step in
+  embedding space. Foreground points first go to the nearest keypoint centre (as above); C_j is
+  then the mean embedding of j's points, which for exact offsets is j's mask mean (j keeps the
+  keypoint centre if no point went to it).
+- sigma_j = sigma_igo * sqrt(area_j), area_j in input pixels^2 like the training loss's mask area:
+  the number of foreground mask-grid points whose embedding is nearest to C_j, times
+  mask_stride^2. Measured from the segmentation, this holds for partly visible people too, where a
+  keypoint bounding box would shrink to a few keypoints.
+
+Each person's binary membership map is smoothed by IGO (a Gaussian of `igo_sigma` mask-grid cells)
+and resampled bilinearly to the output image: output pixel (x, y) reads mask-grid coordinate
+(x, y) * input_scale / mask_stride, clipped to the grid; a pixel belongs to j where the
+resampled map exceeds 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from kdc_tf.grouping import gaussian
+from kdc_tf.grouping import voting
+
+# Membership threshold of the final, resampled instance maps.
+MASK_THRESHOLD = 0.5
+
+
+def keypoint_centroids(keypoints: tf.Tensor, scores: tf.Tensor, threshold: float) -> tf.Tensor:
+  """float32 `[N, 2]`: per person the score-weighted mean of its keypoints above `threshold`.
+
+  Args:
+    keypoints: float32 `[N, K, 2]` `(x, y)`; scores: float32 `[N, K]`.
+  """
+  confident = tf.where(scores > threshold, scores, 0.0)
+  has_confident = tf.reduce_sum(confident, axis=1, keepdims=True) > 0.0
+  weights = tf.where(has_confident, confident, scores) + 1e-12
+  return tf.reduce_sum(keypoints * weights[..., None], axis=1) / tf.reduce_sum(
+      weights, axis=1)[:, None]
+
+
+def first_best(values: tf.Tensor) -> tf.Tensor:
+  """float32 one-hot `[N, P]` of the first maximum of each column (over N).
+
+  Plain reductions over the leading axis: XLA's CPU argmax (a variadic reduce) and cumsum, and
+  reductions over a short minor axis, are several times slower.
+  """
+  rows = tf.range(values.shape[0])[:, None]
+  is_best = values >= tf.reduce_max(values, axis=0, keepdims=True)
+  first = tf.reduce_min(tf.where(is_best, rows, values.shape[0]), axis=0, keepdims=True)
+  return tf.cast(tf.equal(rows, first), tf.float32)
+
+
+def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
+                    valid: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+                    membership_threshold: float, sigma_igo: float,
+                    static_centroids: bool) -> tf.Tensor:
+  """float32 `[N, M, M]` (people-major): 1 where a foreground point joins person j, else 0.
+
+  Args:
+    seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
+    centres: float32 `[N, 2]` keypoint-based centres (`keypoint_centroids`).
+    valid: bool `[N]`, people that exist; the others get no point.
+    static_centroids: refine the centres to the mean embedding of their points (SM_c).
+  """
+  height, width, _ = seg.shape
+  num_people = centres.shape[0]
+  embeddings = tf.reshape(voting.grid_points(height, width, mask_stride) + mask_offset, [-1, 2])
+  foreground = tf.cast(tf.reshape(seg, [1, -1]) > seg_threshold, tf.float32)  # [1, P]
+  no_one = -1e30  # log phi (or -distance) of people that do not exist
+
+  def squared_distances(points):  # [N, P]
+    return (tf.square(embeddings[None, :, 0] - points[:, 0:1])
+            + tf.square(embeddings[None, :, 1] - points[:, 1:2]))
+
+  distances = squared_distances(centres)
+  nearest = first_best(tf.where(valid[:, None], -distances, no_one)) * foreground
+  counts = tf.reduce_sum(nearest, axis=1)  # [N]
+  if static_centroids:
+    mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
+    centres = tf.where((counts > 0)[:, None], mean_embedding, centres)
+    distances = squared_distances(centres)
+  sigma_squared = tf.square(sigma_igo) * counts * float(mask_stride * mask_stride)  # [N]
+  present = valid & (sigma_squared > 0.0)
+  # log phi = -d^2 / (2 sigma^2), compared with log(membership_threshold): no exp over [N, P].
+  scale = tf.where(present, 0.5 / tf.maximum(sigma_squared, 1e-12), 0.0)
+  log_phi = -distances * scale[:, None] + tf.where(present, 0.0, no_one)[:, None]
+  member = tf.reduce_max(log_phi, axis=0, keepdims=True) > math.log(membership_threshold)
+  membership = first_best(log_phi) * foreground * tf.cast(member, tf.float32)
+  return tf.reshape(membership, [num_people, height, width])
+
+
+def instance_maps(membership: tf.Tensor, igo_sigma: float) -> tf.Tensor:
+  """IGO: each person's membership map `[N, M, M]` smoothed by a Gaussian of `igo_sigma` cells.
+
+  The kernel is non-negative and sums to 1 and the memberships are disjoint, so the maps still sum
+  to at most 1 at every point: at most one person exceeds 0.5 anywhere (used by `output_masks`).
+  """
+  kernel = gaussian.gaussian_kernels_1d([igo_sigma])
+  return gaussian.smooth(membership, kernel, axes=(1, 2))
+
+
+def grid_labels(maps: tf.Tensor) -> tf.Tensor:
+  """int32 `[M, M]`: the person with the largest instance map at every mask-grid point."""
+  num_people, height, width = maps.shape
+  best = first_best(tf.reshape(maps, [num_people, height * width]))
+  people = tf.range(num_people, dtype=tf.float32)[:, None]
+  return tf.reshape(tf.cast(tf.reduce_sum(best * people, axis=0), tf.int32), [height, width])
+
+
+def _resampling_axis(size: tf.Tensor, grid: int, step: tf.Tensor):
+  """Per output pixel along one axis: the lower grid index and the bilinear weight of the upper."""
+  coords = tf.clip_by_value(tf.range(size, dtype=tf.float32) * step, 0.0, grid - 1.0)
+  lower = tf.minimum(tf.floor(coords), grid - 2.0)
+  return tf.cast(lower, tf.int32), coords - lower
+
+
+def output_masks(maps: tf.Tensor, labels: tf.Tensor, output_size: tf.Tensor,
+                 input_scale: tf.Tensor, mask_stride: int) -> tf.Tensor:
+  """uint8 `[N, Ho, Wo]`: each instance map resampled bilinearly to the output, > 0.5.
+
+  Exactly the per-person resampling, at a cost independent of N at output resolution. The maps
+  sum to at most 1 at every point, and bilinear weights keep that, so at most one person exceeds
+  0.5 anywhere; one above 0.5 at an interpolated point is above 0.5 at one of the two grid points
+  it is interpolated from, where it is the largest (`labels`). So horizontally (on mask-grid rows,
+  `[M, Wo]`) only the labels of the left and right grid points are interpolated, and vertically
+  only the winners of the upper and lower rows; the label image is expanded by one `one_hot`.
+
+  Args:
+    maps: float32 `[N, M, M]` instance maps, summing to at most 1 over N.
+    labels: int32 `[M, M]` `grid_labels(maps)`.
+    output_size: int32 `[2]` `(Ho, Wo)`.
+    input_scale: float32 `[]` input pixels per output pixel.
+    mask_stride: input pixels per mask-grid cell.
+  """
+  num_people, grid_h, grid_w = maps.shape
+  flat_maps = tf.reshape(maps, [-1])
+  step = input_scale / float(mask_stride)
+  y_lower, y_weight = _resampling_axis(output_size[0], grid_h, step)
+  x_lower, x_weight = _resampling_axis(output_size[1], grid_w, step)
+  grid_rows = tf.range(grid_h)[:, None]
+
+  def along_row(person, rows):
+    """The horizontal interpolation of `person`'s map at `rows` and every output column."""
+    base = (person * grid_h + rows) * grid_w + x_lower
+    left, right = tf.gather(flat_maps, base), tf.gather(flat_maps, base + 1)
+    return left + x_weight * (right - left)
+
+  # Horizontal pass on mask-grid rows: the winner of the left/right candidates, [M, Wo].
+  left_label = tf.gather(labels, x_lower, axis=1)
+  right_label = tf.gather(labels, x_lower + 1, axis=1)
+  left_value = along_row(left_label, grid_rows)
+  right_value = along_row(right_label, grid_rows)
+  row_label = tf.where(left_value >= right_value, left_label, right_label)
+  row_value = tf.maximum(left_value, right_value)
+  # Each row's winner read on the next row, and the next row's winner on this row, [M - 1, Wo].
+  down = along_row(row_label[:-1], grid_rows[1:])
+  up = along_row(row_label[1:], grid_rows[:-1])
+
+  # Vertical pass at output resolution, [Ho, Wo].
+  weight = y_weight[:, None]
+  upper_value = tf.gather(row_value, y_lower)
+  upper_value += weight * (tf.gather(down, y_lower) - upper_value)
+  lower_value = tf.gather(up, y_lower)
+  lower_value += weight * (tf.gather(row_value, y_lower + 1) - lower_value)
+  pixel_label = tf.where(
+      upper_value > MASK_THRESHOLD, tf.gather(row_label, y_lower),
+      tf.where(lower_value > MASK_THRESHOLD, tf.gather(row_label, y_lower + 1), -1))
+  return tf.one_hot(pixel_label, num_people, on_value=1, off_value=0, axis=0, dtype=tf.uint8)

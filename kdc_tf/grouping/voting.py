@@ -1,0 +1,51 @@
+"""Hough voting of keypoint disks into per-type score maps, then PGO (DESIGN.md 'Decoding' 1).
+
+Every pose-grid point p votes its heatmap probability h_k(p) at p + KeyCentroid_k(p), spread over
+the 4 bilinear corners of that point on the same grid. Normalisation: the votes are divided by
+pi * (R / stride)^2, the number of grid points a disk of radius R holds on average, so that a
+perfect disk (probability 1 everywhere inside, offsets exact) puts a total mass of about 1 at its
+keypoint (49 / 50.3 = 0.97 for R = 32, stride 8 and a keypoint on a grid point). The peak value
+then lies between about 0.25 (keypoint in the middle of a cell) and 1 (on a grid point), before
+PGO. Votes landing more than half a cell outside the grid are dropped, not piled on the border.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from kdc_tf.grouping import sampling
+
+
+def vote_normaliser(disk_radius: float, stride: int) -> float:
+  """pi * (R / stride)^2: the grid points of one disk, i.e. the mass of a perfect disk's votes."""
+  return math.pi * (disk_radius / stride) ** 2
+
+
+def grid_points(height: int, width: int, stride: int) -> tf.Tensor:
+  """float32 `[H, W, 2]`: the input-pixel `(x, y)` of every grid point."""
+  ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                       indexing="ij")
+  return tf.stack([xs, ys], axis=-1) * float(stride)
+
+
+def hough_score_maps(heatmap: tf.Tensor, keycentroid: tf.Tensor, stride: int,
+                     disk_radius: float) -> tf.Tensor:
+  """Votes of every grid point for its keypoint: float32 `[G, G, K]` score maps.
+
+  Args:
+    heatmap: `[G, G, K]` disk probabilities.
+    keycentroid: `[G, G, 2K]` offsets `q_k - p` in input pixels.
+    stride: pose-grid stride.
+    disk_radius: R in input pixels.
+  """
+  height, width, num_types = heatmap.shape
+  offsets = tf.reshape(keycentroid, [height, width, num_types, 2])
+  targets = grid_points(height, width, stride)[:, :, None, :] + offsets  # [G, G, K, 2]
+  cells = targets / float(stride)
+  inside = tf.reduce_all(
+      (cells >= -0.5) & (cells <= tf.constant([width - 0.5, height - 0.5])), axis=-1)
+  mass = heatmap * tf.cast(inside, tf.float32) / vote_normaliser(disk_radius, stride)
+  types = tf.broadcast_to(tf.range(num_types), [height, width, num_types])
+  return sampling.splat(mass, targets, types, float(stride), (height, width, num_types))
