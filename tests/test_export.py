@@ -109,6 +109,20 @@ def _assert_in_image_pixels(outputs, height: int, width: int) -> None:
   np.testing.assert_array_equal(np.asarray(outputs["scores"])[num_people:], 0.0)
 
 
+def test_session_loader_like_tf_serving_gives_the_same_outputs(tiny_export, served,  # noqa: F811
+                                                                image):
+  """TF Serving and saved_model_cli load through a TF1 session and the saver's restore op."""
+  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+    meta_graph = tf.compat.v1.saved_model.loader.load(
+        session, [tf.saved_model.SERVING], str(tiny_export.export_dir))
+    signature = meta_graph.signature_def[SERVING_SIGNATURE]
+    outputs = session.run({key: info.name for key, info in signature.outputs.items()},
+                          {signature.inputs["image"].name: image})
+  assert int(outputs["num_people"]) == int(served["num_people"])
+  np.testing.assert_allclose(outputs["keypoints"], served["keypoints"], atol=1e-5)
+  np.testing.assert_array_equal(outputs["masks"], served["masks"])
+
+
 def test_outputs_are_in_the_input_image_pixels(served, image):
   _assert_in_image_pixels(served, *image.shape[:2])
   assert set(np.unique(served["masks"])) <= {0, 1}
@@ -158,7 +172,7 @@ def test_float_image_is_refused_with_the_expected_dtype(serve, loaded):
   with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor"):
     serve(image=image)
   with pytest.raises(TypeError, match="uint8"):
-    loaded(image)
+    loaded.serving_default(image)
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (8, 8, 4), (1, 8, 8, 3), (8, 8, 1)])

@@ -23,6 +23,7 @@ import json
 import os
 from typing import Any, Dict, Union
 
+import keras
 import tensorflow as tf
 from absl import logging
 
@@ -34,25 +35,12 @@ ENCODED_IMAGE_SIGNATURE = tf.TensorSpec([], tf.string, name="image_bytes")
 METADATA_FILE = os.path.join("assets.extra", "kdc_metadata.json")
 
 
-class _ServingModule(tf.Module):
-  """What the SavedModel holds: the predictor, callable on pixels or on encoded image bytes."""
-
-  def __init__(self, predictor: Predictor):
-    super().__init__(name="kdc_serving")
-    self.predictor = predictor
-
-  @tf.function(input_signature=[IMAGE_SIGNATURE])
-  def __call__(self, image: tf.Tensor) -> Dict[str, tf.Tensor]:
-    return self.predictor(image)
-
-  @tf.function(input_signature=[ENCODED_IMAGE_SIGNATURE])
-  def predict_encoded(self, image_bytes: tf.Tensor) -> Dict[str, tf.Tensor]:
-    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
-    return self.predictor(image)
-
-
 def export_saved_model(predictor: Predictor, export_dir: str) -> str:
   """Writes `predictor` to `export_dir` (created; must not hold a SavedModel yet).
+
+  Written with `keras.export.ExportArchive`, which tracks the variables the endpoints capture:
+  a plain `tf.saved_model.save` of a module holding a Keras 3 model reloads in TF2 Python but
+  not in the session-based loader of TF Serving and saved_model_cli ("Could not find variable").
 
   Returns:
     `export_dir`.
@@ -60,12 +48,17 @@ def export_saved_model(predictor: Predictor, export_dir: str) -> str:
   if tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
     raise FileExistsError(f"{export_dir} already holds a SavedModel; choose a new export_dir "
                           "(TF Serving expects one numbered version directory per export)")
-  module = _ServingModule(predictor)
-  signatures = {
-      SERVING_SIGNATURE: module.__call__.get_concrete_function(),
-      ENCODED_SIGNATURE: module.predict_encoded.get_concrete_function(),
-  }
-  tf.saved_model.save(module, export_dir, signatures=signatures)
+
+  def predict_encoded(image_bytes: tf.Tensor) -> Dict[str, tf.Tensor]:
+    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    return predictor(image)
+
+  archive = keras.export.ExportArchive()
+  archive.track(predictor.model)
+  archive.add_endpoint(SERVING_SIGNATURE, predictor.__call__, input_signature=[IMAGE_SIGNATURE])
+  archive.add_endpoint(ENCODED_SIGNATURE, predict_encoded,
+                       input_signature=[ENCODED_IMAGE_SIGNATURE])
+  archive.write_out(export_dir, verbose=False)
   _write_metadata(predictor, export_dir)
   logging.info("Exported SavedModel to %s", export_dir)
   return export_dir
