@@ -21,7 +21,7 @@ import cv2
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 
 from data_pipeline.augmentation import resize_and_pad_image
 from kdc_tf.config import EncoderConfig, GroupingConfig
@@ -57,6 +57,8 @@ def _seconds(fn) -> float:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  tf.get_logger().setLevel("ERROR")
   keras.utils.set_random_seed(FLAGS.seed)
   size = FLAGS.input_size
   model = build_kdc_model(ModelConfig(depth=FLAGS.depth, input_size=size))
