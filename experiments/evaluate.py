@@ -24,32 +24,37 @@ import tensorflow as tf
 from absl import app, flags, logging
 from pycocotools.coco import COCO
 
-from kdc_tf import evaluation
+from kdc_tf import evaluation, export
 from kdc_tf.datasets import get_dataset_spec
 from kdc_tf.evaluation.progress import Progress
 from kdc_tf.evaluation.results import Result
+from kdc_tf.inference import Predictor
 
 FLAGS = flags.FLAGS
-
-flags.DEFINE_string("results", None, "An existing COCO results JSON to evaluate (mode A).")
-flags.DEFINE_string("checkpoint", None, "Training model_dir or checkpoint to evaluate (mode B).")
-flags.DEFINE_string("saved_model", None, "Exported SavedModel directory to evaluate (mode B).")
-flags.DEFINE_string("annotations", None, "COCO-format ground-truth JSON.")
-flags.DEFINE_enum("dataset", "coco", ["coco", "crowdpose", "ochuman"], "Evaluation protocol.")
-flags.DEFINE_string("images", None, "Directory of the annotation file's images (mode B).")
-flags.DEFINE_integer("test_scale", 401, "Long side of the image at the model input (mode B); "
-                     "(scale - 1) must be a multiple of the output stride, e.g. 401, 641, 801.")
-flags.DEFINE_integer("max_images", None, "Evaluate only the first N images (mode B).")
-flags.DEFINE_string("output", None, "Where to write the results JSON (required in mode B).")
-flags.mark_flag_as_required("annotations")
 
 PredictFn = Callable[[tf.Tensor], Dict[str, np.ndarray]]
 
 
-@flags.multi_flags_validator(["results", "checkpoint", "saved_model", "images", "output"],
-                             message="give exactly one of --results, --checkpoint, "
-                             "--saved_model; a model also needs --images and --output")
-def _check_mode(values) -> bool:
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  flags.DEFINE_string("results", None, "An existing COCO results JSON to evaluate (mode A).")
+  flags.DEFINE_string("checkpoint", None, "Training model_dir or checkpoint to evaluate (mode B).")
+  flags.DEFINE_string("saved_model", None, "Exported SavedModel directory to evaluate (mode B).")
+  flags.DEFINE_string("annotations", None, "COCO-format ground-truth JSON.")
+  flags.DEFINE_enum("dataset", "coco", ["coco", "crowdpose", "ochuman"], "Evaluation protocol.")
+  flags.DEFINE_string("images", None, "Directory of the annotation file's images (mode B).")
+  flags.DEFINE_integer("test_scale", 401, "Long side of the image at the model input (mode B); "
+                       "(scale - 1) must be a multiple of the output stride, e.g. 401, 641, 801.")
+  flags.DEFINE_integer("max_images", None, "Evaluate only the first N images (mode B).")
+  flags.DEFINE_string("output", None, "Where to write the results JSON (required in mode B).")
+  flags.mark_flag_as_required("annotations")
+  flags.register_multi_flags_validator(
+      ["results", "checkpoint", "saved_model", "images", "output"], _valid_mode,
+      message="give exactly one of --results, --checkpoint, --saved_model; a model also needs "
+      "--images and --output")
+
+
+def _valid_mode(values) -> bool:
   sources = [values[k] for k in ("results", "checkpoint", "saved_model") if values[k]]
   if len(sources) != 1:
     return False
@@ -58,8 +63,6 @@ def _check_mode(values) -> bool:
 
 def _checkpoint_predictor(checkpoint: str, dataset: str, test_scale: int) -> PredictFn:
   """Predictor (resize, model, grouping in one graph) of a training model_dir."""
-  from kdc_tf.inference import Predictor  # Imported here: mode A needs no model code.
-
   predictor = Predictor.from_model_dir(checkpoint, input_size=test_scale)
   _check_keypoint_layout(predictor.spec.num_keypoints, dataset, checkpoint)
   return lambda image: {k: v.numpy() for k, v in predictor(image).items()}
@@ -67,8 +70,6 @@ def _checkpoint_predictor(checkpoint: str, dataset: str, test_scale: int) -> Pre
 
 def _saved_model_predictor(export_dir: str, dataset: str, test_scale: int) -> PredictFn:
   """The exported serving signature (uint8 image in, the grouping outputs out)."""
-  from kdc_tf import export  # Imported here: mode A needs no model code.
-
   metadata = export.load_metadata(export_dir)
   _check_keypoint_layout(len(metadata["keypoint_names"]), dataset, export_dir)
   if metadata["input_size"] != test_scale:
@@ -135,4 +136,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -13,6 +13,7 @@ from kdc_tf import evaluation
 from kdc_tf.datasets import CROWDPOSE
 from kdc_tf.evaluation.coco_evaluator import STAT_NAMES
 from kdc_tf.evaluation.crowdpose_evaluator import BAND_NAMES, band_of
+from tests.serving_fixtures import MAX_PEOPLE, tiny_export  # noqa: F401 (the session fixture)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -186,15 +187,39 @@ def test_crowd_index_band_edges():
       "easy", "easy", "medium", "medium", "medium", "hard", "hard"]
 
 
+def _run_evaluate(*args):
+  completed = subprocess.run([sys.executable, "-m", "experiments.evaluate", *args],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                             check=False)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  return completed.stdout.strip().splitlines()
+
+
 def test_evaluate_binary_results_mode(coco_annotations, eval_reference_dir, tmp_path):
   output = tmp_path / "copy.json"
-  completed = subprocess.run(
-      [sys.executable, "-m", "experiments.evaluate",
-       f"--results={eval_reference_dir / 'example_coco_preds.json'}",
-       f"--annotations={coco_annotations}", "--dataset=coco", f"--output={output}"],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
-  assert completed.returncode == 0, completed.stderr
-  lines = completed.stdout.strip().splitlines()
+  lines = _run_evaluate(f"--results={eval_reference_dir / 'example_coco_preds.json'}",
+                        f"--annotations={coco_annotations}", "--dataset=coco",
+                        f"--output={output}")
   assert lines[-1] == "keypoints_AP=0.861"
   assert any("Average Recall" in line and line.endswith("0.875") for line in lines)
   assert len(json.loads(output.read_text())) == 73
+
+
+@pytest.mark.parametrize("model_flag", ["saved_model", "checkpoint"])
+def test_evaluate_binary_model_mode(model_flag, tiny_export, coco_sample_dir,  # noqa: F811
+                                    coco_annotations, tmp_path):
+  """A tiny random model: the figures mean nothing, the plumbing does (AP is ~0)."""
+  model_path = tiny_export.export_dir if model_flag == "saved_model" else tiny_export.model_dir
+  output = tmp_path / "results.json"
+  lines = _run_evaluate(f"--{model_flag}={model_path}", f"--annotations={coco_annotations}",
+                        f"--images={coco_sample_dir}", "--dataset=coco",
+                        f"--test_scale={tiny_export.encoder_config.input_size}",
+                        "--max_images=1", f"--output={output}")
+  assert re.fullmatch(r"keypoints_AP=\d\.\d{3} segm_AP=\d\.\d{3}", lines[-1])
+  results = evaluation.read_results(str(output))
+  assert results and {r["image_id"] for r in results} == {785}  # the first image id only
+  if model_flag == "saved_model":
+    assert len(results) <= MAX_PEOPLE  # the exported grouping settings apply
+  for result in results:
+    assert len(result["keypoints"]) == 51
+    assert evaluation.decode_segmentation(result["segmentation"]).shape == (425, 640)

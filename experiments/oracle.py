@@ -1,0 +1,162 @@
+r"""The oracle: ground truth -> target encoder -> grouping -> COCO evaluation.
+
+  python -m experiments.oracle --annotations=coco_sample/test_coco.json --images=coco_sample \
+      --dataset=coco --test_scale=401
+
+Each image goes through the deterministic inference transform (`resize_and_pad`: long side to
+`--test_scale`, pad bottom/right), `encode_targets`, and the grouping decoder with the targets as
+perfect head outputs; people come out at the original resolution and are evaluated like a model's.
+This measures what the representation and the decoder lose with perfect predictions.
+
+Masks are also judged against the mask-grid ceiling (`kdc_tf.evaluation.mask_ceiling`): the mask
+AP of the ground-truth masks sampled on the same stride-4 grid and resampled back with perfect
+assignment. Prints the tables, the ceiling and ends with `keypoints_AP=<x> segm_AP=<y>` (segm
+omitted for datasets without masks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from data_pipeline import annotations as annotation_readers
+from data_pipeline import create_tfrecords, tfrecord_io
+from data_pipeline.augmentation import inference_scale, resize_and_pad
+from data_pipeline.targets import encode_targets
+from kdc_tf import evaluation, grouping
+from kdc_tf.config import EncoderConfig, GroupingConfig
+from kdc_tf.datasets import get_dataset_spec
+from kdc_tf.evaluation.coco_evaluator import SEGM, EvaluationReport
+from kdc_tf.evaluation.mask_ceiling import grid_masks_to_image
+from kdc_tf.evaluation.progress import Progress
+from kdc_tf.evaluation.results import Result
+
+FLAGS = flags.FLAGS
+
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  flags.DEFINE_string("annotations", None, "COCO-format ground-truth JSON.")
+  flags.DEFINE_string("images", None, "Directory of the annotation file's images.")
+  flags.DEFINE_enum("dataset", "coco", ["coco", "crowdpose", "ochuman"], "Dataset layout/protocol.")
+  flags.DEFINE_integer("test_scale", 401, "Long side at the model input; (scale - 1) must be a "
+                       "multiple of the output stride and of 4, e.g. 401, 641, 801.")
+  flags.DEFINE_integer("output_stride", 8, "Pose grid stride of the encoder (8 or 16).")
+  flags.DEFINE_integer("max_images", None, "Only the first N images.")
+  flags.DEFINE_string("output", None, "Optional: write the oracle's COCO results JSON here.")
+  flags.DEFINE_bool("jit_compile", False, "Compile the grouping with XLA (pays a compilation first; "
+                    "faster per image on long runs).")
+  flags.mark_flags_as_required(["annotations", "images"])
+
+
+@dataclasses.dataclass
+class OracleReport:
+  """The oracle's evaluation and, for datasets with masks, the mask-grid ceiling's segm stats."""
+
+  report: EvaluationReport
+  ceiling: Optional[Dict[str, float]]
+  ceiling_table: str
+  results: List[Result]
+
+  def lines(self) -> List[str]:
+    """What the binary prints, ending with the `keypoints_AP=... segm_AP=...` line."""
+    lines = [self.report.table]
+    if self.ceiling is not None:
+      lines.append("mask-grid ceiling (ground-truth masks on the stride-4 grid, bilinear back, "
+                   "perfect assignment):\n" + self.ceiling_table)
+      if SEGM in self.report.stats:
+        gap = self.report.stats[SEGM]["AP"] - self.ceiling["AP"]
+        lines.append(f"segm AP {self.report.stats[SEGM]['AP']:.3f} vs ceiling "
+                     f"{self.ceiling['AP']:.3f} (gap {gap:+.3f})")
+    lines.append(self.report.summary_line())
+    return lines
+
+
+def decoded_examples(annotations_path: str, images_dir: str, dataset: str,
+                     max_images: Optional[int] = None) -> Iterator[dict]:
+  """Decoded examples (ARCHITECTURE.md 1) through the training path: reader, TFRecord, decode."""
+  num_keypoints = get_dataset_spec(dataset).num_keypoints
+  records = annotation_readers.read_annotations(annotations_path, images_dir, dataset).images
+  records = sorted(records, key=lambda r: r.image_id)[:max_images]
+  for record in records:
+    serialized = create_tfrecords.serialize_record(
+        record, annotation_readers.load_image_bytes(record), num_keypoints)
+    yield tfrecord_io.decode_example(tf.constant(serialized), num_keypoints)
+
+
+class Oracle:
+  """GT decoded example -> people at the original resolution, plus the ceiling's masks."""
+
+  def __init__(self, encoder_config: EncoderConfig, grouping_config: GroupingConfig,
+               jit_compile: bool = False):
+    self._config = encoder_config
+    self._grouper = grouping.Grouper.from_encoder_config(encoder_config, grouping_config,
+                                                         jit_compile)
+
+  def __call__(self, example: dict) -> Dict[str, np.ndarray]:
+    """Grouping outputs (ARCHITECTURE.md 5) and `ceiling_masks` `[P, H, W]` for one image."""
+    size = tf.shape(example["image"])[:2]
+    scale = inference_scale(size[0], size[1], self._config.input_size)
+    augmented = resize_and_pad(example, self._config.input_size)
+    targets = encode_targets(augmented, self._config)
+    inputs = {key: targets[key] for key in grouping.INPUT_KEYS}
+    outputs = {k: v.numpy() for k, v in self._grouper(inputs, size, scale).items()}
+    outputs["ceiling_masks"] = grid_masks_to_image(
+        augmented["instance_masks"], size, scale).numpy()
+    return outputs
+
+
+def run_oracle(annotations_path: str, images_dir: str, dataset: str, test_scale: int,
+               output_stride: int = 8, max_images: Optional[int] = None,
+               grouping_config: Optional[GroupingConfig] = None,
+               jit_compile: bool = False) -> OracleReport:
+  """Runs the oracle over the images of an annotation file and evaluates it."""
+  encoder_config = EncoderConfig(dataset=dataset, input_size=test_scale,
+                                 output_stride=output_stride)
+  oracle = Oracle(encoder_config, grouping_config or GroupingConfig(), jit_compile)
+  coco_gt = evaluation.load_ground_truth(annotations_path, dataset)
+  examples = list(decoded_examples(annotations_path, images_dir, dataset, max_images))
+  has_masks = bool(examples) and all(bool(e["has_masks"]) for e in examples)
+
+  results, ceiling_results, image_ids = [], [], []
+  progress = Progress(len(examples), f"oracle at {test_scale}")
+  for example in examples:
+    image_id = int(example["image_id"])
+    outputs = oracle(example)
+    results += evaluation.grouping_to_results(
+        image_id, outputs["keypoints"], outputs["scores"], outputs["num_people"],
+        outputs["masks"] if has_masks else None)
+    ceiling_masks = outputs["ceiling_masks"]
+    ceiling_results += evaluation.grouping_to_results(
+        image_id, np.zeros(ceiling_masks.shape[:1] + (encoder_config.spec.num_keypoints, 3)),
+        np.ones(ceiling_masks.shape[:1]), ceiling_masks.shape[0], ceiling_masks)
+    image_ids.append(image_id)
+    progress.update()
+
+  report = evaluation.evaluate(results, coco_gt, dataset, image_ids)
+  ceiling, ceiling_table = None, ""
+  if has_masks:
+    ceiling, ceiling_table = evaluation.run_cocoeval(
+        coco_gt, ceiling_results, SEGM, encoder_config.spec.oks_sigmas, image_ids)
+  return OracleReport(report, ceiling, ceiling_table, results)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  oracle_report = run_oracle(FLAGS.annotations, FLAGS.images, FLAGS.dataset, FLAGS.test_scale,
+                             FLAGS.output_stride, FLAGS.max_images,
+                             jit_compile=FLAGS.jit_compile)
+  if FLAGS.output:
+    evaluation.write_results(FLAGS.output, oracle_report.results)
+  logging.info("Oracle done.")
+  for line in oracle_report.lines():
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
