@@ -2,9 +2,11 @@
 
   python -m experiments.bench_model [--depth=101 --input_size=401 --batch_sizes=1,4]
 
-Random initialisation. Trunk and full model are timed alternately (so that background load hits
-both alike) and the minimum over repeats is kept. The last line is `model_over_trunk=<float>`:
-the full model's forward time over the trunk's, averaged over the batch sizes. Goal: <= 1.10.
+Random initialisation. The trunk, the full model and the heads alone (on the trunk's features) are
+timed in turn, so that background load hits them alike, and the minimum over repeats is kept; the
+heads-alone time cross-checks the model - trunk difference, which load easily blurs. The last line
+is `model_over_trunk=<float>`: the full model's forward time over the trunk's, averaged over the
+batch sizes. Goal: <= 1.10.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from absl import app, flags
 
 from kdc_tf.config import EncoderConfig, LossConfig
 from kdc_tf.losses import compute_losses
-from kdc_tf.modeling import ModelConfig, build_kdc_model, trunk_name
+from kdc_tf.modeling import ModelConfig, build_kdc_model, heads, trunk_name
 
 _DEPTH = flags.DEFINE_enum("depth", "101", ["tiny", "50", "101", "152"], "Trunk depth.")
 _INPUT_SIZE = flags.DEFINE_integer("input_size", 401, "Square input size.")
@@ -34,6 +36,20 @@ def _elapsed(fn: Callable[[], object]) -> float:
   start = time.perf_counter()
   fn()
   return time.perf_counter() - start
+
+
+def _fetch(outputs) -> None:
+  """Waits for the results by copying them to numpy."""
+  tf.nest.map_structure(lambda t: t.numpy(), outputs)
+
+
+def _heads_model(config: ModelConfig, trunk: keras.Model) -> keras.Model:
+  """The same heads as build_kdc_model, on inputs shaped like the trunk's outputs."""
+  features = {name: keras.Input(t.shape[1:], name=name) for name, t in trunk.output.items()}
+  neck = heads.neck(features["features"], config)
+  outputs = {**heads.pose_net(neck, config),
+             **heads.seg_net(neck, features["stride4"], config)}
+  return keras.Model(features, outputs, name="heads")
 
 
 def random_targets(encoder: EncoderConfig, batch: int, rng: np.random.Generator
@@ -71,26 +87,32 @@ def main(argv: List[str]) -> None:
   print(f"ResNet-{config.depth} output stride {config.output_stride}, input "
         f"{config.input_size}x{config.input_size}: trunk {trunk.count_params():,} parameters, "
         f"full model {model.count_params():,}; timings are noisy on a shared machine")
-  full_fn = tf.function(lambda x: model(x, training=False))
-  trunk_fn = tf.function(lambda x: trunk(x, training=False))
+  heads_model = _heads_model(config, trunk)
+  functions = {"trunk": tf.function(lambda x: trunk(x, training=False)),
+               "model": tf.function(lambda x: model(x, training=False)),
+               "heads": tf.function(lambda f: heads_model(f, training=False))}
   rng = np.random.default_rng(0)
   ratios = []
   for batch in (int(b) for b in _BATCH_SIZES.value):
     images = tf.constant(rng.uniform(0, 255, (batch, config.input_size, config.input_size, 3)),
                          tf.float32)
-    for fn in (trunk_fn, full_fn):  # Trace and warm up.
-      tf.nest.map_structure(lambda t: t.numpy(), fn(images))
-    times = {"trunk": [], "model": []}
+    inputs = {"trunk": images, "model": images, "heads": trunk(images, training=False)}
+    for name, fn in functions.items():  # Trace and warm up.
+      _fetch(fn(inputs[name]))
+    times = {name: [] for name in functions}
     for _ in range(_REPEATS.value):
-      for name, fn in (("trunk", trunk_fn), ("model", full_fn)):
-        times[name].append(_elapsed(
-            lambda fn=fn: tf.nest.map_structure(lambda t: t.numpy(), fn(images))))
-    trunk_time, model_time = min(times["trunk"]) / batch, min(times["model"]) / batch
-    ratios.append(model_time / trunk_time)
-    print(f"batch {batch}: forward per image model {model_time * 1e3:.1f} ms, trunk "
-          f"{trunk_time * 1e3:.1f} ms (min of {_REPEATS.value}; medians "
-          f"{np.median(times['model']) / batch * 1e3:.1f} / "
-          f"{np.median(times['trunk']) / batch * 1e3:.1f} ms), model/trunk {ratios[-1]:.3f}")
+      for name, fn in functions.items():
+        times[name].append(_elapsed(lambda: _fetch(fn(inputs[name]))))
+    per_image = {name: min(t) / batch for name, t in times.items()}
+    ratios.append(per_image["model"] / per_image["trunk"])
+    print(f"batch {batch}: forward per image (min of {_REPEATS.value}) model "
+          f"{per_image['model'] * 1e3:.1f} ms, trunk {per_image['trunk'] * 1e3:.1f} ms, heads "
+          f"alone on the trunk's features {per_image['heads'] * 1e3:.1f} ms; model/trunk "
+          f"{ratios[-1]:.3f}, (trunk + heads)/trunk "
+          f"{1 + per_image['heads'] / per_image['trunk']:.3f}; medians model "
+          f"{np.median(times['model']) / batch * 1e3:.1f}, trunk "
+          f"{np.median(times['trunk']) / batch * 1e3:.1f}, heads "
+          f"{np.median(times['heads']) / batch * 1e3:.1f} ms")
 
   if _TRAIN_STEPS.value > 0:
     batch = _TRAIN_BATCH_SIZE.value

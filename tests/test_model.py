@@ -133,6 +133,12 @@ def keras_resnet50_h5(tmp_path_factory):
   return reference, path
 
 
+# Keras' legacy .h5 writer trips a numpy 2 deprecation inside Keras itself.
+_KERAS_H5_NUMPY_WARNING = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
+@_KERAS_H5_NUMPY_WARNING
 def test_keras_applications_weights_load_by_name(keras_resnet50_h5):
   reference, path = keras_resnet50_h5
   trunk = build_trunk(ModelConfig(depth="50", input_size=65, weights=path))
@@ -148,6 +154,7 @@ def test_keras_applications_weights_load_by_name(keras_resnet50_h5):
   np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@_KERAS_H5_NUMPY_WARNING
 def test_weights_of_another_depth_are_refused(keras_resnet50_h5):
   _, path = keras_resnet50_h5
   trunk = build_trunk(ModelConfig(depth="101", input_size=65))

@@ -161,3 +161,7 @@ def test_a_model_dir_of_another_architecture_is_refused(resumed_run):
   other = dataclasses.replace(config, model=dataclasses.replace(config.model, neck_width=64))
   with pytest.raises(ValueError, match="another model configuration"):
     Trainer(other, resumed_run["model_dir"], create_strategy("one_device"))
+  mixed = dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                mixed_precision=True))
+  with pytest.raises(ValueError, match="another mixed precision configuration"):
+    Trainer(mixed, resumed_run["model_dir"], create_strategy("one_device"))

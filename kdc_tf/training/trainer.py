@@ -10,6 +10,7 @@ stops training before anything is saved, so the last checkpoint is the last good
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import tempfile
@@ -35,14 +36,15 @@ class NonFiniteLossError(RuntimeError):
 
 def create_strategy(name: str) -> tf.distribute.Strategy:
   """'mirrored': all local GPUs (the local CPU devices when there is none); 'multi_worker':
-  MultiWorkerMirroredStrategy configured by TF_CONFIG; 'one_device': the first GPU, else the CPU.
+  MultiWorkerMirroredStrategy configured by TF_CONFIG (create it before any other TF op);
+  'one_device': the first GPU, else the CPU.
   """
+  if name == "multi_worker":  # First: listing devices would initialise TF's context.
+    return tf.distribute.MultiWorkerMirroredStrategy()
   gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
   if name == "mirrored":
     return tf.distribute.MirroredStrategy(
         gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
-  if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "one_device":
     return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
   raise ValueError(f"unknown strategy {name!r}; expected mirrored, multi_worker or one_device")
@@ -79,6 +81,23 @@ def summary_images(images: tf.Tensor, targets: Dict[str, tf.Tensor],
   return tf.concat([predicted, target], axis=2)
 
 
+class _Meter:
+  """Losses and speed since its creation."""
+
+  def __init__(self):
+    self._start = time.perf_counter()
+    self._losses = []
+
+  def add(self, losses: Dict[str, float]) -> None:
+    self._losses.append(losses)
+
+  def steps_per_second(self) -> float:
+    return len(self._losses) / max(time.perf_counter() - self._start, 1e-9)
+
+  def mean_losses(self) -> Dict[str, float]:
+    return {name: float(np.mean([l[name] for l in self._losses])) for name in self._losses[0]}
+
+
 class Trainer:
   """Builds or restores the training state in `model_dir` and runs the loop.
 
@@ -96,6 +115,7 @@ class Trainer:
       raise ValueError(f"global batch size {config.train.batch_size} is not divisible by the "
                        f"{replicas} replicas")
     self.is_chief = is_chief(self.strategy)
+    self._resuming = tf.train.latest_checkpoint(model_dir) is not None
     self._check_model_dir()
     if config.train.seed is not None:
       keras.utils.set_random_seed(config.train.seed)
@@ -103,15 +123,18 @@ class Trainer:
     self._restore()
 
   def _check_model_dir(self) -> None:
-    """Saves the config; refuses a model_dir whose checkpoints belong to another architecture."""
-    if tf.io.gfile.exists(os.path.join(self.model_dir, "checkpoint")):
-      previous = load_config(self.model_dir)
-      for section in ("model", "encoder"):
-        if getattr(previous, section) != getattr(self.config, section):
-          raise ValueError(
-              f"{self.model_dir} holds checkpoints of another {section} configuration "
-              f"({getattr(previous, section)} vs {getattr(self.config, section)}); use a new "
-              "--model_dir")
+    """Saves the config; refuses a model_dir whose checkpoints cannot be resumed with it."""
+    if self._resuming:
+      previous, current = load_config(self.model_dir), self.config
+      # The ImageNet weights path only matters for a fresh start.
+      pairs = {"model": (dataclasses.replace(previous.model, weights=None),
+                         dataclasses.replace(current.model, weights=None)),
+               "encoder": (previous.encoder, current.encoder),
+               "mixed precision": (previous.train.mixed_precision, current.train.mixed_precision)}
+      for what, (before, now) in pairs.items():
+        if before != now:
+          raise ValueError(f"{self.model_dir} holds checkpoints of another {what} configuration "
+                           f"({before} vs {now}); use a new --model_dir")
     if self.is_chief:
       save_config(self.config, self.model_dir)
 
@@ -122,7 +145,10 @@ class Trainer:
       keras.config.set_dtype_policy("mixed_float16")
     try:
       with self.strategy.scope():
-        self.model = build_kdc_model(self.config.model)
+        model_config = self.config.model
+        if self._resuming:  # Every weight comes from the checkpoint.
+          model_config = dataclasses.replace(model_config, weights=None)
+        self.model = build_kdc_model(model_config)
         optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
         if train.mixed_precision:
           optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -138,7 +164,8 @@ class Trainer:
         self.checkpoint, directory, max_to_keep=train.max_checkpoints)
 
   def _restore(self) -> None:
-    latest = self.manager.latest_checkpoint
+    # From model_dir on every worker (non-chief workers only write to a scratch directory).
+    latest = tf.train.latest_checkpoint(self.model_dir)
     if latest is None:
       logging.info("No checkpoint in %s: starting from step 0", self.model_dir)
       return
@@ -191,7 +218,7 @@ class Trainer:
     logging.info("Training from step %d to %d on %d replica(s), global batch %d, model_dir %s",
                  step, train.total_steps, self.strategy.num_replicas_in_sync, train.batch_size,
                  self.model_dir)
-    interval_losses, interval_start, interval_steps = [], time.perf_counter(), 0
+    progress, interval = _Meter(), _Meter()
     iterator = iter(distributed)
     losses: Dict[str, float] = {}
     with writer.as_default():
@@ -199,28 +226,26 @@ class Trainer:
         batch = next(iterator)
         losses = {k: float(v) for k, v in train_step(batch).items()}
         step += 1
-        interval_steps += 1
         if not np.isfinite(losses["total"]):
           raise NonFiniteLossError(
               f"loss became {losses['total']} at step {step} ({losses}); training stopped, "
               f"nothing saved after the last good checkpoint {self.manager.latest_checkpoint}")
-        interval_losses.append(losses)
-        if step % train.log_every == 0 or step == train.total_steps:
-          elapsed = time.perf_counter() - interval_start
-          self._log_progress(step, losses, interval_steps / max(elapsed, 1e-9))
-        if step % train.summary_every == 0 or step == train.total_steps:
-          elapsed = time.perf_counter() - interval_start
-          for name in LOSS_TERMS + ("total",):
-            tf.summary.scalar(f"loss/{name}", np.mean([l[name] for l in interval_losses]),
-                              step=step)
-          tf.summary.scalar("steps_per_second", interval_steps / max(elapsed, 1e-9), step=step)
+        progress.add(losses)
+        interval.add(losses)
+        last = step == train.total_steps
+        if step % train.log_every == 0 or last:
+          self._log_progress(step, losses, progress.steps_per_second())
+          progress = _Meter()
+        if step % train.summary_every == 0 or last:
+          for name, value in interval.mean_losses().items():
+            tf.summary.scalar(f"loss/{name}", value, step=step)
+          tf.summary.scalar("steps_per_second", interval.steps_per_second(), step=step)
           tf.summary.scalar("learning_rate", train.learning_rate, step=step)
-          interval_losses, interval_start, interval_steps = [], time.perf_counter(), 0
-        if step % train.image_summary_every == 0 or step == train.total_steps:
+          interval = _Meter()
+        if step % train.image_summary_every == 0 or last:
           self._write_images(batch, step)
-        if step % train.checkpoint_every == 0 or step == train.total_steps:
-          path = self.manager.save(checkpoint_number=step)
-          logging.info("Saved checkpoint %s", path)
+        if step % train.checkpoint_every == 0 or last:
+          logging.info("Saved checkpoint %s", self.manager.save(checkpoint_number=step))
     writer.flush()
     return {**losses, "step": float(step)}
 
