@@ -119,14 +119,12 @@ class Grouper(tf.Module):
                       tf.convert_to_tensor(input_scale, tf.float32))
 
   def _group(self, heatmap, keycentroid, midrange, seg, mask_offset, output_size, input_scale):
-    checks = [tf.debugging.assert_positive(output_size, message="output_size must be positive"),
-              tf.debugging.assert_positive(input_scale, message="input_scale must be positive")]
-    with tf.control_dependencies(checks):
-      heatmap, keycentroid, midrange, seg, mask_offset = (
-          tf.debugging.check_numerics(t, f"grouping input {name} is not finite")
-          for t, name in zip((heatmap, keycentroid, midrange, seg, mask_offset), INPUT_KEYS))
-    candidate_poses, keypoint_scores, seed_scores, overlaps = self._find_poses(
-        heatmap, keycentroid, midrange)
+    tf.debugging.assert_positive(output_size, message="output_size must be positive")
+    tf.debugging.assert_positive(input_scale, message="input_scale must be positive")
+    candidate_poses, keypoint_scores, seed_scores, overlaps, finite = self._find_poses(
+        heatmap, keycentroid, midrange, seg, mask_offset)
+    tf.debugging.Assert(tf.reduce_all(finite), [
+        f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:", finite])
     selected = poses.select_people(overlaps, seed_scores, self._config.max_people,
                                    self._config.peak_threshold)
     keypoints, scores, maps, labels, num_people = self._make_people(
@@ -139,9 +137,12 @@ class Grouper(tf.Module):
         "num_people": num_people,
     }
 
-  def _poses_of_all_candidates(self, heatmap, keycentroid, midrange):
+  def _poses_of_all_candidates(self, heatmap, keycentroid, midrange, seg, mask_offset):
     """Stage 1: every candidate's pose `[C, K, 2]`, keypoint scores `[C, K]`, seed scores `[C]`
-    (-1 for invalid slots) and suppression overlaps `[C, C]`."""
+    (-1 for invalid slots), suppression overlaps `[C, C]`, and whether each input is finite
+    (checked here, fused by XLA, rather than by 5 check_numerics ops)."""
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(t))
+                       for t in (heatmap, keycentroid, midrange, seg, mask_offset)])
     g, k = self._pose_grid, self._spec.num_keypoints
     score_maps = gaussian.smooth(
         voting.hough_score_maps(heatmap, keycentroid, self._stride, self._disk_radius),
@@ -160,7 +161,7 @@ class Grouper(tf.Module):
     overlaps = poses.suppression_overlaps(walked, seeds, candidates.types,
                                           self._config.nms_radius)
     seed_scores = tf.where(candidates.valid, candidates.scores, -1.0)
-    return walked, keypoint_scores, seed_scores, overlaps
+    return walked, keypoint_scores, seed_scores, overlaps, finite
 
   def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, seg,
                                 mask_offset):
