@@ -33,7 +33,7 @@ from absl import app, flags, logging
 from experiments import predictor_flags
 from kdc_tf.datasets import DatasetSpec, get_dataset_spec
 from kdc_tf.evaluation.results import grouping_to_results, write_results
-from kdc_tf.export import SERVING_SIGNATURE, load_metadata
+from kdc_tf.export import METADATA_FILE, SERVING_SIGNATURE, load_metadata
 from kdc_tf.visualization.overlay import draw_predictions
 
 FLAGS = flags.FLAGS
@@ -64,12 +64,16 @@ class Summary:
 
   processed: int = 0
   people: int = 0
+  # Skipped paths by kind ("not an image", "unreadable"), and each one's full reason.
   skipped: Dict[str, List[str]] = dataclasses.field(
       default_factory=lambda: collections.defaultdict(list))
+  reasons: Dict[str, str] = dataclasses.field(default_factory=dict)
 
   def skip(self, path: pathlib.Path, reason: str) -> None:
+    """Records a skipped file; `reason` starts with its kind, e.g. 'unreadable: empty file'."""
     logging.warning("Skipping %s: %s", path, reason)
     self.skipped[reason.split(":")[0]].append(str(path))
+    self.reasons[str(path)] = reason
 
   @property
   def num_skipped(self) -> int:
@@ -129,15 +133,12 @@ def overlay_file_names(paths: Sequence[pathlib.Path]) -> List[str]:
 
 def saved_model_predict_fn(export_dir: str) -> Tuple[PredictFn, DatasetSpec]:
   """The `serving_default` signature of an export, and the dataset its outputs follow."""
-  serve = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
   try:
     spec = get_dataset_spec(load_metadata(export_dir)["dataset"])
-  except (tf.errors.NotFoundError, KeyError):
-    num_keypoints = serve.structured_outputs["keypoints"].shape[1]
-    spec = {get_dataset_spec(n).num_keypoints: get_dataset_spec(n)
-            for n in ("coco", "crowdpose")}[num_keypoints]
-    logging.warning("%s has no kdc metadata; %d keypoints -> %s layout", export_dir,
-                    num_keypoints, spec.name)
+  except tf.errors.NotFoundError:
+    raise FileNotFoundError(f"{export_dir} is not a kdc-tf export (no {METADATA_FILE}); "
+                            "write one with experiments.export") from None
+  serve = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
 
   def predict(image: np.ndarray) -> Dict[str, np.ndarray]:
     return {key: value.numpy() for key, value in serve(image=tf.constant(image)).items()}
@@ -245,7 +246,7 @@ def run(predict: PredictFn, spec: DatasetSpec, input_path: str, output_dir: str,
                      f"({sorted(VIDEO_EXTENSIONS)})")
   summary = predict_images(predict, spec, [source], output, keypoint_threshold)
   if summary.num_skipped:
-    raise UnreadableImageError(f"{source}: {next(iter(summary.skipped))}")
+    raise UnreadableImageError(f"{source}: {summary.reasons[str(source)]}")
   return summary
 
 

@@ -96,11 +96,20 @@ def test_bad_files_are_skipped_and_counted(saved_model_fn, tmp_path, coco_sample
     assert overlay.shape == (72, 96, 3)
 
 
-def test_single_non_image_input_is_a_clear_error(saved_model_fn, tmp_path):
+def test_single_bad_input_is_a_clear_error(saved_model_fn, tmp_path):
   notes = tmp_path / "notes.txt"
   notes.write_text("hello")
   with pytest.raises(ValueError, match="not an image"):
     predict.run(*saved_model_fn, str(notes), str(tmp_path / "out"))
+  broken = tmp_path / "broken.png"
+  broken.write_bytes(b"\x89PNG garbage")
+  with pytest.raises(predict.UnreadableImageError, match="corrupt or unsupported image data"):
+    predict.run(*saved_model_fn, str(broken), str(tmp_path / "out"))
+
+
+def test_a_directory_that_is_not_an_export_is_refused(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not a kdc-tf export"):
+    predict.saved_model_predict_fn(str(tmp_path))
 
 
 def test_video_gives_an_mp4_overlay_and_per_frame_results(saved_model_fn, tmp_path,
