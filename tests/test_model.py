@@ -63,6 +63,22 @@ def test_grids_are_corner_aligned_sizes(size, stride, pose, mask):
   assert model.output["seg_logits"].shape[1:3] == (mask, mask)
 
 
+@pytest.mark.parametrize("stride", [8, 16])
+def test_grid_point_i_sits_at_input_pixel_stride_times_i(stride):
+  """The input region that feeds a feature point is centred on its pixel (corner alignment)."""
+  trunk = build_trunk(ModelConfig(depth="tiny", input_size=161, output_stride=stride))
+  image = tf.Variable(np.random.default_rng(0).uniform(0, 255, (1, 161, 161, 3)), dtype=tf.float32)
+  for key, point_stride in (("stride4", 4), ("features", stride)):
+    r = c = 80 // point_stride  # The centre pixel: the support is not clipped by the borders.
+    with tf.GradientTape() as tape:
+      value = tf.reduce_sum(trunk(image, training=False)[key][0, r, c])
+    support = np.abs(tape.gradient(value, image).numpy()[0]).sum(-1) > 0
+    rows, cols = np.nonzero(support)
+    assert 0 < rows.min() and rows.max() < 160 and 0 < cols.min() and cols.max() < 160, key
+    assert ((rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2) == (
+        point_stride * r, point_stride * c), key
+
+
 def test_input_size_off_the_grid_is_rejected():
   with pytest.raises(ValueError, match="corner-aligned"):
     ModelConfig(input_size=400)
