@@ -91,6 +91,8 @@ def draw_predictions(image: np.ndarray,
     visible = keypoints[j, :, 2] >= keypoint_threshold
     for a, b in spec.edges:
       if visible[a] and visible[b]:
+        # A dark outline keeps the limb visible on its own mask's tint.
+        cv2.line(canvas, tuple(points[a]), tuple(points[b]), (0, 0, 0), thickness + 2, cv2.LINE_AA)
         cv2.line(canvas, tuple(points[a]), tuple(points[b]), colour, thickness, cv2.LINE_AA)
     for k in np.flatnonzero(visible):
       cv2.circle(canvas, tuple(points[k]), thickness + 2, colour, -1, cv2.LINE_AA)
