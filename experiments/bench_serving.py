@@ -28,23 +28,30 @@ from kdc_tf.config import EncoderConfig, GroupingConfig
 from kdc_tf.export import SERVING_SIGNATURE, export_saved_model
 from kdc_tf.inference import Predictor
 from kdc_tf.modeling import ModelConfig, build_kdc_model
+from kdc_tf.modeling.config import TRUNK_DEPTHS
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("depth", "101", "Trunk depth: tiny, 50, 101 or 152.")
-flags.DEFINE_integer("input_size", 401, "Square model input (and test image) size.")
-flags.DEFINE_string("image", None,
-                    "Optional image file to time on (resized to input_size); default: a seeded "
-                    "random image.")
-flags.DEFINE_integer("repeats", 5, "Timed calls of each path.")
-flags.DEFINE_integer("warmup", 2, "Untimed calls of each path first.")
-flags.DEFINE_integer("seed", 0, "Seed of the random weights and image.")
+
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  flags.DEFINE_enum("depth", "101", sorted(TRUNK_DEPTHS), "ResNet trunk depth.")
+  flags.DEFINE_integer("input_size", 401, "Square model input (and test image) size.")
+  flags.DEFINE_string("image", None,
+                      "Optional image file to time on (resized to input_size); default: a seeded "
+                      "random image.")
+  flags.DEFINE_integer("repeats", 5, "Timed calls of each path.")
+  flags.DEFINE_integer("warmup", 2, "Untimed calls of each path first.")
+  flags.DEFINE_integer("seed", 0, "Seed of the random weights and image.")
 
 
 def _test_image(size: int, seed: int) -> np.ndarray:
   if FLAGS.image:
-    image = cv2.cvtColor(cv2.imread(FLAGS.image, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    image = cv2.imread(FLAGS.image, cv2.IMREAD_COLOR)
+    if image is None:
+      raise app.UsageError(f"--image={FLAGS.image} is not a readable image")
+    return cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (size, size),
+                      interpolation=cv2.INTER_AREA)
   return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
@@ -100,4 +107,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

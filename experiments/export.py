@@ -14,8 +14,12 @@ from kdc_tf.export import describe_signatures, export_saved_model
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (must not hold one yet).")
-flags.mark_flag_as_required("export_dir")
+
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  predictor_flags.define_predictor_flags()
+  flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (must not hold one yet).")
+  flags.mark_flag_as_required("export_dir")
 
 
 def main(argv):
@@ -28,4 +32,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -38,13 +38,6 @@ from kdc_tf.visualization.overlay import draw_predictions
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("saved_model", None, "An exported SavedModel directory (experiments.export).")
-flags.DEFINE_string("input", None, "An image file, a folder of images, or a video file.")
-flags.DEFINE_string("output_dir", None, "Where results.json and the overlays go.")
-flags.DEFINE_float("keypoint_threshold", 0.1, "Overlays leave out keypoints scoring below this.")
-flags.DEFINE_integer("max_frames", 0, "Stop a video after this many frames (0: all).")
-flags.mark_flags_as_required(["input", "output_dir"])
-
 IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2",
                               ".pbm", ".pgm", ".ppm"))
 VIDEO_EXTENSIONS = frozenset((".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"))
@@ -278,6 +271,17 @@ def _predict_fn_from_flags() -> Tuple[PredictFn, DatasetSpec]:
   return predictor.predict_numpy, predictor.spec
 
 
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  predictor_flags.define_predictor_flags()
+  flags.DEFINE_string("saved_model", None, "An exported SavedModel directory (experiments.export).")
+  flags.DEFINE_string("input", None, "An image file, a folder of images, or a video file.")
+  flags.DEFINE_string("output_dir", None, "Where results.json and the overlays go.")
+  flags.DEFINE_float("keypoint_threshold", 0.1, "Overlays leave out keypoints scoring below this.")
+  flags.DEFINE_integer("max_frames", 0, "Stop a video after this many frames (0: all).")
+  flags.mark_flags_as_required(["input", "output_dir"])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -290,4 +294,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -1,8 +1,9 @@
 """Flags shared by the binaries that build a `Predictor` from a trained model (export, predict).
 
-Importing this module defines --model_dir / --checkpoint, the test scale and the grouping settings
-(defaults: `GroupingConfig()`), once per process however many binaries import it;
-`predictor_from_flags()` builds the predictor they name.
+`define_predictor_flags()` defines --model_dir / --checkpoint, the test scale and the grouping
+settings (defaults: `GroupingConfig()`), once per process however many binaries ask for them;
+`predictor_from_flags()` builds the predictor they name. As in the other binaries, importing
+defines no flag.
 """
 
 from __future__ import annotations
@@ -29,16 +30,24 @@ _GROUPING_FLAGS = {
 }
 
 
-flags.DEFINE_string("model_dir", None, "Training model_dir (its latest checkpoint is used).")
-flags.DEFINE_string("checkpoint", None, "A checkpoint inside a training model_dir.")
-flags.DEFINE_integer("input_size", None,
-                     "Square test scale, e.g. 401 or 641; default: the training input size.")
-flags.DEFINE_bool("jit_compile_grouping", False,
-                  "XLA-compile grouping stages (the serving host then needs XLA; see "
-                  "kdc_tf/inference.py).")
-for _name, _help in _GROUPING_FLAGS.items():
-  _default = getattr(GroupingConfig(), _name)
-  (flags.DEFINE_integer if isinstance(_default, int) else flags.DEFINE_float)(_name, _default, _help)
+
+
+def define_predictor_flags() -> None:
+  """Defines the shared flags in absl's global FLAGS, unless already defined."""
+  if "jit_compile_grouping" in FLAGS:
+    return
+  flags.DEFINE_string("model_dir", None, "Training model_dir (its latest checkpoint is used).")
+  flags.DEFINE_string("checkpoint", None, "A checkpoint inside a training model_dir.")
+  flags.DEFINE_integer("input_size", None,
+                       "Square test scale, e.g. 401 or 641; default: the training input size.")
+  flags.DEFINE_bool("jit_compile_grouping", False,
+                    "XLA-compile grouping stages (the serving host then needs XLA; see "
+                    "kdc_tf/inference.py).")
+  defaults = GroupingConfig()
+  for name, help_text in _GROUPING_FLAGS.items():
+    default = getattr(defaults, name)
+    define = flags.DEFINE_integer if isinstance(default, int) else flags.DEFINE_float
+    define(name, default, help_text)
 
 
 def grouping_config_from_flags() -> GroupingConfig:

@@ -43,14 +43,21 @@ class TinyExport:
 _CACHE = {}
 
 
-def ensure_flags_parsed() -> None:
-  """Lets tests run absl binaries' main() in-process (flag values set with flagsaver)."""
+def define_binary_flags() -> None:
+  """Defines the export and predict binaries' flags once per process, so that tests can run
+  their main() in-process (flag values set with flagsaver)."""
+  from experiments import export, predict
+
+  if "export_dir" not in flags.FLAGS:
+    export.define_flags()
+  if "saved_model" not in flags.FLAGS:
+    predict.define_flags()
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
 def build_tiny_export(root: pathlib.Path) -> TinyExport:
-  from experiments import export  # Defines the export flags.
+  from experiments import export
 
   keras.utils.set_random_seed(0)
   model_config = ModelConfig(depth="tiny", input_size=INPUT_SIZE)
@@ -66,7 +73,7 @@ def build_tiny_export(root: pathlib.Path) -> TinyExport:
   save_config(ExperimentConfig(model=model_config, encoder=encoder_config), str(model_dir))
   make_checkpoint(model).save(str(model_dir / "ckpt"))
 
-  ensure_flags_parsed()
+  define_binary_flags()
   stdout = io.StringIO()
   with flagsaver.flagsaver(model_dir=str(model_dir), export_dir=str(export_dir),
                            max_people=MAX_PEOPLE), contextlib.redirect_stdout(stdout):

@@ -13,7 +13,7 @@ from pycocotools.coco import COCO as CocoApi
 from experiments import predict
 from kdc_tf.datasets import COCO
 from kdc_tf.visualization.overlay import blend_masks, draw_predictions, instance_colours
-from tests.serving_fixtures import (MAX_PEOPLE, ensure_flags_parsed,  # noqa: F401 (fixture)
+from tests.serving_fixtures import (MAX_PEOPLE, define_binary_flags,  # noqa: F401 (fixture)
                                     tiny_export)
 
 COCO_IMAGE_NAMES = ("000000000785.jpg", "000000196141.jpg")
@@ -31,7 +31,7 @@ def coco_run(tiny_export, coco_sample_dir, tmp_path_factory):  # noqa: F811 (fix
   for name in COCO_IMAGE_NAMES:
     shutil.copy(coco_sample_dir / name, input_dir / name)
   output_dir = tmp_path_factory.mktemp("coco_predictions")
-  ensure_flags_parsed()
+  define_binary_flags()
   # The random model's keypoint scores are tiny: draw every keypoint of every decoded person.
   with flagsaver.flagsaver(saved_model=str(tiny_export.export_dir), input=str(input_dir),
                            output_dir=str(output_dir), keypoint_threshold=0.0):
