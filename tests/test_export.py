@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from data_pipeline.augmentation import resize_and_pad_image
 from kdc_tf import grouping
@@ -107,6 +108,19 @@ def _assert_in_image_pixels(outputs, height: int, width: int) -> None:
   assert keypoints[..., :2].max() <= max(height - 1, width - 1, 1) + 1e-3
   assert np.asarray(outputs["masks"]).shape == (MAX_PEOPLE, height, width)
   np.testing.assert_array_equal(np.asarray(outputs["scores"])[num_people:], 0.0)
+
+
+def test_graph_holds_resize_model_and_grouping_and_no_python_ops(tiny_export):  # noqa: F811 (fixture)
+  saved_model = saved_model_pb2.SavedModel()
+  saved_model.ParseFromString((tiny_export.export_dir / "saved_model.pb").read_bytes())
+  graph = saved_model.meta_graphs[0].graph_def
+  ops = {node.op for node in graph.node}
+  for function in graph.library.function:
+    ops.update(node.op for node in function.node_def)
+  # Resize, model and grouping are all in the graph...
+  assert {"ImageProjectiveTransformV3", "Conv2D", "NonMaxSuppressionWithOverlaps"} <= ops
+  # ... and nothing calls back into Python.
+  assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
 def test_session_loader_like_tf_serving_gives_the_same_outputs(tiny_export, served,  # noqa: F811
