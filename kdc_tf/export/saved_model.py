@@ -8,6 +8,7 @@ Signatures (no Python and no py_function at serving time):
   RGB in the graph, so grayscale and RGBA files work too) -> the same outputs. This is the one to
   use with base64 in TF Serving's REST API.
 
+In Python: `tf.saved_model.load(export_dir).signatures["serving_default"](image=image)`.
 A wrong dtype is refused before the graph runs; a wrong rank or channel count, or an empty image,
 fails at the first op with a message naming the expected shape (`inference.validate_image`).
 
