@@ -208,8 +208,8 @@ def test_output_masks_equal_per_person_resampling():
   labels = rng.integers(-1, people, (grid, grid))
   membership = (labels[None] == np.arange(people)[:, None, None]).astype(np.float32)
   maps = masks.instance_maps(tf.constant(membership), 0.5)
-  for output_size, scale in (((40, 70), 1.0), ((23, 91), 0.8), ((130, 50), 0.45)):
-    found = masks.output_masks(maps, masks.grid_labels(maps), tf.constant(output_size),
+  for output_size, scale in (((40, 70), 1.0), ((23, 91), 0.8), ((130, 50), 0.45), ((30, 31), 2.5)):
+    found = masks.output_masks(masks.resampling_tables(maps), tf.constant(output_size),
                                tf.constant(scale), 4).numpy()
     np.testing.assert_array_equal(found, _reference_masks(maps.numpy(), output_size, scale))
 

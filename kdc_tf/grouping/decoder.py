@@ -71,6 +71,8 @@ class Grouper(tf.Module):
       raise ValueError("max_people and peaks_per_type must be >= 1")
     if config.peak_threshold < 0 or config.nms_radius < 0 or disk_radius <= 0:
       raise ValueError("peak_threshold and nms_radius must be >= 0, disk_radius > 0")
+    if not 0 < config.membership_threshold <= 1:
+      raise ValueError(f"membership_threshold must be in (0, 1], got {config.membership_threshold}")
     self._spec = spec
     self._config = config
     self._input_size = input_size
@@ -127,13 +129,13 @@ class Grouper(tf.Module):
         f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:", finite])
     selected = poses.select_people(overlaps, seed_scores, self._config.max_people,
                                    self._config.peak_threshold)
-    keypoints, scores, maps, labels, num_people = self._make_people(
+    keypoints, scores, tables, num_people = self._make_people(
         selected, candidate_poses, keypoint_scores, seg, mask_offset)
     xy = keypoints[..., :2] / input_scale
     return {
         "keypoints": tf.concat([xy, keypoints[..., 2:]], axis=-1),
         "scores": scores,
-        "masks": masks.output_masks(maps, labels, output_size, input_scale, MASK_STRIDE),
+        "masks": masks.output_masks(tables, output_size, input_scale, MASK_STRIDE),
         "num_people": num_people,
     }
 
@@ -165,8 +167,8 @@ class Grouper(tf.Module):
 
   def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, seg,
                                 mask_offset):
-    """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, instance maps `[N, M, M]`,
-    their labels `[M, M]` and the number of people."""
+    """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, the instance maps as
+    `masks.ResamplingTables` and the number of people."""
     config = self._config
     valid = selected >= 0
     index = tf.maximum(selected, 0)
@@ -181,5 +183,5 @@ class Grouper(tf.Module):
     keypoints = tf.concat([xy, point_scores[..., None]], axis=-1)
     scores = tf.reduce_mean(point_scores, axis=1)
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
-    maps = masks.instance_maps(membership, config.igo_sigma)
-    return keypoints, scores, maps, masks.grid_labels(maps), num_people
+    tables = masks.resampling_tables(masks.instance_maps(membership, config.igo_sigma))
+    return keypoints, scores, tables, num_people
