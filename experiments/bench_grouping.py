@@ -5,8 +5,9 @@ r"""Times the grouping module on perfect targets of generated scenes.
 For each number of people: a scene of that many generated people (kdc_tf.grouping.scenes) on an
 image_size canvas, encoded by data_pipeline.targets.encode_targets, decoded by `Grouper` at output
 size image_size x image_size (input_scale 1) after a warm-up, the scenes taking turns; prints the
-median and best milliseconds per image and the people decoded. The last line is `grouping_ms_per_image=<median>`
-for 20 people (or the largest count below 20 when 20 is not benchmarked).
+median and best milliseconds per image and the people decoded. The last line is
+`grouping_ms_per_image=<median>` for 20 people (or the largest count below 20 when 20 is not
+benchmarked).
 """
 
 from __future__ import annotations

@@ -106,3 +106,5 @@ class GroupingConfig:
   igo_sigma: float = 0.5
   sigma_igo: float = 0.5
   centroid_mode: str = "dynamic"
+  # Rejoin people split by a missing keypoint through their mask embeddings (kdc_tf.grouping.merging).
+  merge_fragments: bool = True

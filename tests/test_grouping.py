@@ -147,6 +147,23 @@ def test_two_people_with_overlapping_disks_stay_apart(grouper):
   assert np.all(error < 1.0)
 
 
+def test_people_split_at_unlabelled_keypoints_are_merged_back(grouper):
+  # Without an elbow the walk cannot reach the wrist (40 px beyond the shoulder, out of the wrist's
+  # disk): the wrist seeds a fragment. Without a nose the two sides only meet where their disks do.
+  scene = scenes.make_scene(COCO, SIZE, [(60.0, 8.0, 140.0), (125.0, 20.0, 120.0)],
+                            np.random.default_rng(10))
+  for name in ("nose", "left_elbow"):
+    scene["keypoints"][0, COCO.keypoint_names.index(name)] = 0.0
+  inputs = _targets(scene)
+  split = _run(Grouper.from_encoder_config(_encoder(), _grouping_config(merge_fragments=False),
+                                           jit_compile=False), inputs)
+  assert split["num_people"] > 2
+  merged = _run(grouper, inputs)
+  assert merged["num_people"] == 2
+  error, which = _match(merged["keypoints"][:2], scene["keypoints"])
+  assert sorted(which.tolist()) == [0, 1] and np.all(error < 1.0)
+
+
 def test_no_people_gives_no_people(grouper):
   result = _run(grouper, _targets(scenes.make_scene(COCO, SIZE, [])))
   assert result["num_people"] == 0
@@ -243,7 +260,8 @@ def test_jit_and_eager_groupers_agree(grouper, eager_grouper):
   scene = scenes.make_scene(COCO, SIZE, [(40.0, 10.0, 120.0), (110.0, 20.0, 130.0)],
                             np.random.default_rng(8))
   inputs = _targets(scene)
-  compiled, eager = _run(grouper, inputs, (120, 161), 1.3), _run(eager_grouper, inputs, (120, 161), 1.3)
+  compiled = _run(grouper, inputs, (120, 161), 1.3)
+  eager = _run(eager_grouper, inputs, (120, 161), 1.3)
   assert compiled["num_people"] == eager["num_people"] == 2
   np.testing.assert_allclose(compiled["keypoints"], eager["keypoints"], atol=1e-3)
   assert (compiled["masks"] != eager["masks"]).mean() < 1e-3
@@ -263,9 +281,9 @@ def test_bad_inputs_fail_clearly(grouper):
 
 def test_model_outputs_to_grouping_inputs():
   rng = np.random.default_rng(9)
-  outputs = {"heatmap_logits": rng.normal(size=(1, 3, 3, 17)), "keycentroid": rng.normal(size=(1, 3, 3, 34)),
-             "midrange": rng.normal(size=(1, 3, 3, 64)), "seg_logits": rng.normal(size=(1, 5, 5, 1)),
-             "mask_offset": rng.normal(size=(1, 5, 5, 2))}
+  shapes = {"heatmap_logits": (1, 3, 3, 17), "keycentroid": (1, 3, 3, 34),
+            "midrange": (1, 3, 3, 64), "seg_logits": (1, 5, 5, 1), "mask_offset": (1, 5, 5, 2)}
+  outputs = {key: rng.normal(size=shape) for key, shape in shapes.items()}
   inputs = model_outputs_to_grouping_inputs(outputs)
   assert sorted(inputs) == sorted(INPUT_KEYS)
   np.testing.assert_allclose(inputs["heatmap"], 1 / (1 + np.exp(-outputs["heatmap_logits"][0])),

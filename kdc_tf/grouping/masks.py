@@ -21,10 +21,10 @@ the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
   keypoint bounding box's area / mask area has median 1.76 (range 0.91 - 2.88); it also holds for
   partly visible people, whose few keypoints span a small box.
 
-Each person's binary membership map (1 where j won the point) is smoothed by IGO (a Gaussian of `igo_sigma` mask-grid cells)
-and resampled bilinearly to the output image: output pixel (x, y) reads mask-grid coordinate
-(x, y) * input_scale / mask_stride, clipped to the grid; a pixel belongs to j where the
-resampled map exceeds 0.5.
+Each person's binary membership map (1 where j won the point) is smoothed by IGO (a Gaussian of
+`igo_sigma` mask-grid cells) and resampled bilinearly to the output image: output pixel (x, y)
+reads mask-grid coordinate (x, y) * input_scale / mask_stride, clipped to the grid; a pixel
+belongs to j where the resampled map exceeds 0.5.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ REFINE_STEPS = 2
 
 
 def breadth_first_edges(spec: DatasetSpec) -> np.ndarray:
-  """int32 `[K, K - 1, 3]`: per seed type, the tree's `(source, target, directed edge)` in BFS order.
+  """int32 `[K, K - 1, 3]`: per seed type, the tree's `(source, target, directed edge)`, BFS order.
 
   The directed edge index is the mid-range channel pair (`2e`, `2e + 1`) of
   `spec.directed_edges`. Each source is placed before its edge is walked.
