@@ -136,6 +136,18 @@ def test_single_person_keypoints_recovered_exactly(grouper):
   assert np.all(result["keypoints"][1:] == 0) and not result["masks"][1:].any()
 
 
+@pytest.mark.parametrize("dataset, stride", [("crowdpose", 8), ("coco", 16)])
+def test_other_layouts_and_strides_recover_keypoints(dataset, stride):
+  encoder = EncoderConfig(dataset=dataset, input_size=SIZE, output_stride=stride)
+  scene = scenes.make_scene(encoder.spec, SIZE, [(75.0, 12.0, 130.0)], np.random.default_rng(11))
+  grouper = Grouper.from_encoder_config(encoder, _grouping_config(), jit_compile=False)
+  result = _run(grouper, _targets(scene, encoder))
+  assert result["num_people"] == 1
+  assert result["keypoints"].shape == (MAX_PEOPLE, encoder.spec.num_keypoints, 3)
+  error, _ = _match(result["keypoints"][:1], scene["keypoints"])
+  assert error[0] < 0.5
+
+
 def test_two_people_with_overlapping_disks_stay_apart(grouper):
   # 40 px apart: every keypoint's disk (R = 32) overlaps the other person's same-type disk.
   scene = scenes.make_scene(COCO, SIZE, [(55.0, 10.0, 130.0), (95.0, 14.0, 130.0)],
