@@ -130,8 +130,8 @@ class Grouper(tf.Module):
     tf.debugging.assert_positive(input_scale, message="input_scale must be positive")
     candidate_poses, keypoint_scores, seed_scores, overlaps, finite = self._find_poses(
         heatmap, keycentroid, midrange, seg, mask_offset)
-    tf.debugging.Assert(tf.reduce_all(finite), [
-        f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:", finite])
+    message = f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:"
+    tf.debugging.Assert(tf.reduce_all(finite), [message, finite], summarize=len(INPUT_KEYS))
     selected = poses.select_people(overlaps, seed_scores, self._config.max_people,
                                    self._config.peak_threshold)
     keypoints, scores, maps, num_people = self._make_people(
