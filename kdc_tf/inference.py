@@ -102,7 +102,8 @@ class Predictor(tf.Module):
 
     Args:
       model_dir_or_checkpoint: a training model_dir, or a checkpoint path inside one.
-      grouping_config: decoder settings; `GroupingConfig()` when None.
+      grouping_config: decoder settings; `GroupingConfig()` when None. Its MaskCentroid mode and
+        sigma_igo are replaced by the trained model's (`ExperimentConfig.decoding_config`).
       input_size: square test scale (the model is rebuilt for it); the training input size
         when None. (size - 1) must be divisible by the output stride and by 4.
       jit_compile_grouping: as in `__init__`.
@@ -112,7 +113,7 @@ class Predictor(tf.Module):
     model, config = training.restore_model(model_dir_or_checkpoint, input_size=input_size)
     logging.info("Restored %s (%s, test scale %d)", model_dir_or_checkpoint,
                  config.encoder.dataset, config.encoder.input_size)
-    return cls(model, config.encoder, grouping_config or GroupingConfig(), jit_compile_grouping)
+    return cls(model, config.encoder, config.decoding_config(grouping_config), jit_compile_grouping)
 
   @tf.function(input_signature=[IMAGE_SIGNATURE])
   def __call__(self, image: tf.Tensor) -> Dict[str, tf.Tensor]:

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from kdc_tf.config import AugmentConfig, EncoderConfig, LossConfig
+from kdc_tf.config import AugmentConfig, EncoderConfig, GroupingConfig, LossConfig
 from kdc_tf.modeling.config import ModelConfig
 
 CONFIG_FILENAME = "experiment_config.json"
@@ -72,6 +72,15 @@ class ExperimentConfig:
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
+
+  def decoding_config(self, base: Optional[GroupingConfig] = None) -> GroupingConfig:
+    """`base` (default `GroupingConfig()`) with the settings that must match this training.
+
+    The decoder's MaskCentroid mode and its membership scale sigma_igo are those the model was
+    trained with (DESIGN.md: train and test agree); everything else is the caller's choice.
+    """
+    return dataclasses.replace(base or GroupingConfig(), sigma_igo=self.loss.sigma_igo,
+                               centroid_mode=self.encoder.centroid_mode)
 
   @classmethod
   def from_dict(cls, values: Dict[str, Any]) -> "ExperimentConfig":
