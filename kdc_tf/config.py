@@ -24,23 +24,20 @@ def grid_size(input_size: int, stride: int) -> int:
   return (input_size - 1) // stride + 1
 
 
-@dataclasses.dataclass(frozen=True)
-class EncoderConfig:
-  """Geometry of the training targets (DESIGN.md 'Conventions settled here')."""
+class GridGeometry:
+  """Validation and grids of a config with `dataset`, `input_size`, `output_stride`, `disk_radius`.
 
-  dataset: str = "coco"
-  input_size: int = 401
-  output_stride: int = 8
-  disk_radius: float = 32.0
-  centroid_mode: str = "dynamic"
-  # People kept per image after augmentation (segment ids of the membership loss).
-  max_people: int = 64
+  Shared by the encoder's and the model's configuration, which must agree on these fields.
+  """
 
-  def __post_init__(self):
+  dataset: str
+  input_size: int
+  output_stride: int
+  disk_radius: float
+
+  def _check_geometry(self) -> None:
     if self.output_stride not in OUTPUT_STRIDES:
       raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
-    if self.centroid_mode not in CENTROID_MODES:
-      raise ValueError(f"centroid_mode must be one of {CENTROID_MODES}, got {self.centroid_mode!r}")
     if self.disk_radius <= 0:
       raise ValueError(f"disk_radius must be positive, got {self.disk_radius}")
     grid_size(self.input_size, self.output_stride)
@@ -52,16 +49,34 @@ class EncoderConfig:
     return get_dataset_spec(self.dataset)
 
   @property
-  def mask_stride(self) -> int:
-    return MASK_STRIDE
-
-  @property
   def pose_grid_size(self) -> int:
     return grid_size(self.input_size, self.output_stride)
 
   @property
   def mask_grid_size(self) -> int:
     return grid_size(self.input_size, MASK_STRIDE)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig(GridGeometry):
+  """Geometry of the training targets (DESIGN.md 'Conventions settled here')."""
+
+  dataset: str = "coco"
+  input_size: int = 401
+  output_stride: int = 8
+  disk_radius: float = 32.0
+  centroid_mode: str = "dynamic"
+  # People kept per image after augmentation (segment ids of the membership loss).
+  max_people: int = 64
+
+  def __post_init__(self):
+    self._check_geometry()
+    if self.centroid_mode not in CENTROID_MODES:
+      raise ValueError(f"centroid_mode must be one of {CENTROID_MODES}, got {self.centroid_mode!r}")
+
+  @property
+  def mask_stride(self) -> int:
+    return MASK_STRIDE
 
 
 @dataclasses.dataclass(frozen=True)

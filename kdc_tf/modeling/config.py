@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from kdc_tf.config import MASK_STRIDE, OUTPUT_STRIDES, grid_size
-from kdc_tf.datasets import DatasetSpec, get_dataset_spec
+from kdc_tf.config import GridGeometry
 
 # Bottleneck blocks per stage and the first stage's bottleneck width (keras.applications ResNet v1;
 # 'tiny' is a narrow one-block-per-stage variant for tests and smoke runs).
@@ -19,7 +18,7 @@ TRUNK_DEPTHS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(GridGeometry):
   """Trunk, heads and output geometry of the KDC network (ARCHITECTURE.md section 4).
 
   `dataset`, `input_size`, `output_stride` and `disk_radius` must match the target encoder's
@@ -48,25 +47,7 @@ class ModelConfig:
     object.__setattr__(self, "depth", str(self.depth))
     if self.depth not in TRUNK_DEPTHS:
       raise ValueError(f"depth must be one of {sorted(TRUNK_DEPTHS)}, got {self.depth!r}")
-    if self.output_stride not in OUTPUT_STRIDES:
-      raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
-    if self.disk_radius <= 0:
-      raise ValueError(f"disk_radius must be positive, got {self.disk_radius}")
+    self._check_geometry()
     for name in ("neck_width", "pose_head_width", "low_level_width", "decoder_width"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-    grid_size(self.input_size, self.output_stride)
-    grid_size(self.input_size, MASK_STRIDE)
-    get_dataset_spec(self.dataset)
-
-  @property
-  def spec(self) -> DatasetSpec:
-    return get_dataset_spec(self.dataset)
-
-  @property
-  def pose_grid_size(self) -> int:
-    return grid_size(self.input_size, self.output_stride)
-
-  @property
-  def mask_grid_size(self) -> int:
-    return grid_size(self.input_size, MASK_STRIDE)
