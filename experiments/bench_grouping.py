@@ -1,13 +1,20 @@
-r"""Times the grouping module on perfect targets of generated scenes.
+r"""Times the grouping module on perfect targets of generated scenes, every call on a new scene.
 
-  python -m experiments.bench_grouping [--image_size=401] [--num_people=1,5,10,20,40] [--repeats=50]
+  python -m experiments.bench_grouping [--image_size=401] [--num_people=1,5,10,20,40] \
+      [--repeats=20] [--jit_compile]
 
-For each number of people: a scene of that many generated people (kdc_tf.grouping.scenes) on an
-image_size canvas, encoded by data_pipeline.targets.encode_targets, decoded by `Grouper` at output
-size image_size x image_size (input_scale 1) after a warm-up, the scenes taking turns; prints the
-median and best milliseconds per image and the people decoded. The last line is
-`grouping_ms_per_image=<median>` for 20 people (or the largest count below 20 when 20 is not
-benchmarked).
+For each number of people, `--repeats` different scenes of that many generated people
+(kdc_tf.grouping.scenes) on an image_size canvas, encoded by data_pipeline.targets.encode_targets
+and decoded by `Grouper` at output size image_size x image_size (input_scale 1). Every timed call
+decodes a scene the grouper has never seen, after a warm-up on other scenes: a graph that
+recompiles for new input values (XLA caches compilations by the values of inputs it needs as
+compile-time constants) pays that compilation inside the timing, where the repeated decoding of a
+few scenes would hide it. The counts take turns in every round, so that the load of a shared
+machine spreads evenly over them.
+
+Prints, per count, the median, mean and worst milliseconds per image and the people decoded in
+the last scene; the last line is `grouping_ms_per_image=<median>` for 20 people (or the largest
+count below 20 when 20 is not benchmarked).
 """
 
 from __future__ import annotations
@@ -25,15 +32,16 @@ from kdc_tf.grouping import INPUT_KEYS, Grouper, scenes
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 401, "Square input size S ((S - 1) % 8 == 0).")
 _NUM_PEOPLE = flags.DEFINE_list("num_people", ["1", "5", "10", "20", "40"],
                                 "People per generated scene.")
-_REPEATS = flags.DEFINE_integer("repeats", 50, "Timed calls per scene.")
+_REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per count, each on a new scene.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls per count first, on other scenes.")
 _JIT = flags.DEFINE_bool("jit_compile", True, "XLA-compile the grouping stages.")
 _SEED = flags.DEFINE_integer("seed", 0, "Scene generator seed.")
 
 _REPORTED_PEOPLE = 20
 
 
-def _scene_inputs(num_people: int, encoder: EncoderConfig, rng: np.random.Generator):
-  """Grouping inputs (perfect targets) of a scene; people shrink as the crowd grows."""
+def scene_inputs(num_people: int, encoder: EncoderConfig, rng: np.random.Generator):
+  """Grouping inputs (perfect targets) of a new scene; people shrink as the crowd grows."""
   size = encoder.input_size
   max_height = float(np.clip(1.6 * size / np.sqrt(max(num_people, 1)), 60.0, 200.0))
   placements = scenes.random_placements(num_people, size, rng, 0.6 * max_height, max_height)
@@ -44,42 +52,48 @@ def _scene_inputs(num_people: int, encoder: EncoderConfig, rng: np.random.Genera
   return {key: targets[key] for key in INPUT_KEYS}
 
 
-def _time_round_robin(grouper: Grouper, scenes_inputs, output_size, repeats: int):
-  """Per scene: (median ms, best ms, people found). Scenes take turns in every repeat, so that the
-  load of a shared machine spreads evenly over them. Outputs are fetched to numpy."""
-  found = []
-  for inputs in scenes_inputs:  # warm-up (XLA compilation on the first call)
-    for _ in range(3):
-      result = grouper(inputs, output_size, 1.0)
-    found.append(int(result["num_people"]))
-  durations = np.zeros((repeats, len(scenes_inputs)))
+def time_new_scenes(grouper: Grouper, encoder: EncoderConfig, counts, repeats: int, warmup: int,
+                    rng: np.random.Generator):
+  """Per count: (milliseconds of each timed call `[repeats]`, people decoded in the last one).
+
+  Scenes are generated before the timing; each is decoded once (outputs fetched to numpy)."""
+  output_size = (encoder.input_size, encoder.input_size)
+  inputs = [[scene_inputs(count, encoder, rng) for _ in range(warmup + repeats)]
+            for count in counts]
+  for per_count in inputs:  # warm-up: tracing and compilation on scenes that are not timed
+    for scene in per_count[:warmup]:
+      grouper(scene, output_size, 1.0)["masks"].numpy()
+  durations = np.zeros((len(counts), repeats))
+  found = [0] * len(counts)
   for repeat in range(repeats):
-    for i, inputs in enumerate(scenes_inputs):
+    for i, per_count in enumerate(inputs):
       start = time.perf_counter()
-      grouper(inputs, output_size, 1.0)["masks"].numpy()
-      durations[repeat, i] = time.perf_counter() - start
-  return [(1e3 * np.median(d), 1e3 * np.min(d), n) for d, n in zip(durations.T, found)]
+      result = grouper(per_count[warmup + repeat], output_size, 1.0)
+      result["masks"].numpy()
+      durations[i, repeat] = time.perf_counter() - start
+      found[i] = int(result["num_people"])
+  return [(1e3 * d, n) for d, n in zip(durations, found)]
 
 
 def main(argv):
   del argv
   encoder = EncoderConfig(input_size=_IMAGE_SIZE.value)
   grouper = Grouper.from_encoder_config(encoder, GroupingConfig(), jit_compile=_JIT.value)
-  rng = np.random.default_rng(_SEED.value)
-  output_size = (encoder.input_size, encoder.input_size)
   counts = sorted({int(n) for n in _NUM_PEOPLE.value})
-  logging.info("grouping benchmark: %dx%d, jit_compile=%s, %d repeats", *output_size, _JIT.value,
-               _REPEATS.value)
-  reported = None
-  timings = _time_round_robin(grouper, [_scene_inputs(count, encoder, rng) for count in counts],
-                              output_size, _REPEATS.value)
-  for count, (median, best, found) in zip(counts, timings):
-    print(f"people={count:3d} decoded={found:3d} median_ms={median:7.2f} best_ms={best:7.2f}",
-          flush=True)
-    if count <= _REPORTED_PEOPLE:
-      reported = median
-  if reported is None:
+  if not any(count <= _REPORTED_PEOPLE for count in counts):
     raise app.UsageError(f"--num_people needs a count <= {_REPORTED_PEOPLE} for the summary line")
+  if _REPEATS.value < 1 or _WARMUP.value < 1:
+    raise app.UsageError("--repeats and --warmup must be >= 1")
+  logging.info("grouping benchmark: %dx%d, jit_compile=%s, %d new scenes per count",
+               encoder.input_size, encoder.input_size, _JIT.value, _REPEATS.value)
+  timings = time_new_scenes(grouper, encoder, counts, _REPEATS.value, _WARMUP.value,
+                            np.random.default_rng(_SEED.value))
+  reported = None
+  for count, (milliseconds, found) in zip(counts, timings):
+    print(f"people={count:3d} decoded={found:3d} median_ms={np.median(milliseconds):7.2f} "
+          f"mean_ms={np.mean(milliseconds):7.2f} worst_ms={np.max(milliseconds):7.2f}", flush=True)
+    if count <= _REPORTED_PEOPLE:
+      reported = float(np.median(milliseconds))
   print(f"grouping_ms_per_image={reported:.3f}")
 
 
