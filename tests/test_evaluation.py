@@ -89,6 +89,22 @@ def test_results_round_trip_through_json(tmp_path):
     np.testing.assert_array_equal(decoded, masks[j])
 
 
+def test_people_without_keypoint_scores_give_mask_only_results():
+  keypoints = np.ones((3, 17, 3))
+  keypoints[1] = 0.0  # a mask-only person: every keypoint score 0
+  masks = np.zeros((3, 6, 8), np.uint8)
+  masks[:, 2:4, 3:6] = 1
+  results = evaluation.grouping_to_results(5, keypoints, np.array([0.7, 0.05, 0.0]), 2, masks)
+  assert len(results) == 2
+  assert "keypoints" in results[0] and "segmentation" in results[0]
+  assert "keypoints" not in results[1] and results[1]["score"] == pytest.approx(0.05)
+  np.testing.assert_array_equal(evaluation.decode_segmentation(results[1]["segmentation"]),
+                                masks[1])
+  # Without masks such a person has nothing to evaluate.
+  pose_only = evaluation.grouping_to_results(5, keypoints, np.array([0.7, 0.05, 0.0]), 2)
+  assert len(pose_only) == 1 and pose_only[0]["score"] == pytest.approx(0.7)
+
+
 def test_results_without_masks_have_no_segmentation():
   results = evaluation.grouping_to_results(
       7, np.ones((2, 14, 3)), np.array([0.5, 0.0]), 1)
@@ -108,19 +124,27 @@ def test_bad_grouping_output_is_rejected():
 
 def test_ground_truth_as_results_scores_one_for_keypoints_and_masks(coco_annotations):
   coco_gt = evaluation.load_ground_truth(coco_annotations, "coco")
-  # People without keypoints become low-score keypoint false positives, ranked after every
-  # true positive, so keypoint AP stays 1 while the per-person score matters.
-  unlabelled = {a["id"]: 0.1 for a in coco_gt.dataset["annotations"] if a["num_keypoints"] == 0}
+  # People without keypoints (all keypoint scores 0) give mask-only results: they count for
+  # masks and never as keypoint false positives, even when ranked first.
+  unlabelled = {a["id"]: 0.99 for a in coco_gt.dataset["annotations"] if a["num_keypoints"] == 0}
   assert unlabelled
-  report = evaluation.evaluate(_perfect_results(coco_gt, unlabelled), coco_gt, "coco")
+  results = _perfect_results(coco_gt, unlabelled)
+  assert sum("keypoints" not in r for r in results) == len(unlabelled)
+  report = evaluation.evaluate(results, coco_gt, "coco")
   assert report.stats["keypoints"]["AP"] == pytest.approx(1.0)
   assert report.stats["segm"]["AP"] == pytest.approx(1.0)
   assert report.summary_line() == "keypoints_AP=1.000 segm_AP=1.000"
 
-  # The same false positives ranked first cost keypoint AP: the score is used.
-  first = {k: 0.99 for k in unlabelled}
-  report = evaluation.evaluate(_perfect_results(coco_gt, first), coco_gt, "coco")
-  assert report.stats["keypoints"]["AP"] < 0.99
+  # The score is used: the same people as keypoint false positives (scores > 0) cost keypoint AP
+  # when ranked first, not when ranked after every true positive.
+  for score, costs_ap in ((0.99, True), (0.1, False)):
+    as_poses = []
+    for result in _perfect_results(coco_gt, {k: score for k in unlabelled}):
+      if "keypoints" not in result:
+        result["keypoints"] = [0.0, 0.0, 1.0] * 17
+      as_poses.append(result)
+    report = evaluation.evaluate(as_poses, coco_gt, "coco")
+    assert (report.stats["keypoints"]["AP"] < 0.99) == costs_ap
 
 
 def test_no_detections_and_images_without_people(coco_annotations, tmp_path):
@@ -144,10 +168,10 @@ def test_no_detections_and_images_without_people(coco_annotations, tmp_path):
 def test_results_for_unknown_images_or_wrong_layout_fail_clearly(coco_annotations,
                                                                   crowdpose_annotations):
   coco_gt = evaluation.load_ground_truth(coco_annotations, "coco")
-  stray = evaluation.grouping_to_results(123456789, np.zeros((1, 17, 3)), np.ones(1), 1)
+  stray = evaluation.grouping_to_results(123456789, np.ones((1, 17, 3)), np.ones(1), 1)
   with pytest.raises(ValueError, match="not in the annotations"):
     evaluation.evaluate(stray, coco_gt, "coco")
-  short = evaluation.grouping_to_results(785, np.zeros((1, 14, 3)), np.ones(1), 1)
+  short = evaluation.grouping_to_results(785, np.ones((1, 14, 3)), np.ones(1), 1)
   with pytest.raises(ValueError, match="keypoint values"):
     evaluation.evaluate(short, coco_gt, "coco")
   with pytest.raises(ValueError, match="wrong --dataset"):
@@ -220,6 +244,7 @@ def test_evaluate_binary_model_mode(model_flag, tiny_export, coco_sample_dir,  #
   assert results and {r["image_id"] for r in results} == {785}  # the first image id only
   if model_flag == "saved_model":
     assert len(results) <= MAX_PEOPLE  # the exported grouping settings apply
-  for result in results:
-    assert len(result["keypoints"]) == 51
+  for result in results:  # mask-only people (kdc_tf.grouping.mask_only) have no keypoints
+    assert len(result.get("keypoints", [0] * 51)) == 51
     assert evaluation.decode_segmentation(result["segmentation"]).shape == (425, 640)
+  assert any("keypoints" in result for result in results)

@@ -5,6 +5,11 @@ One results dict per decoded person (ARCHITECTURE.md section 6): `image_id`, `ca
 keypoint, a visibility flag in ground truth, carries the keypoint score: COCOeval ignores it in
 detections), `score` the person score, and, when masks are given, `segmentation` as a compressed
 RLE whose `counts` are a str so that the dict is JSON-serialisable.
+
+A person whose keypoint scores are all 0 has no pose (the grouping's mask-only people,
+`kdc_tf.grouping.mask_only`): its result has no `keypoints` field, so that the evaluation scores it
+for masks only (`coco_evaluator` gives each iouType the results that carry its field) and it cannot
+be a keypoint false positive; without masks it gives no result at all.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ def grouping_to_results(image_id: int,
     masks: optional `[N, H, W]` 0/1 masks at the original image size; None for pose-only results.
 
   Returns:
-    `num_people` results dicts, in slot order.
+    Results dicts in slot order: one per valid person, except people with no keypoint score above
+    0 (mask-only people), which give a `segmentation`-only result when `masks` is given and none
+    otherwise.
   """
   keypoints = np.asarray(keypoints, dtype=np.float64)
   scores = np.asarray(scores, dtype=np.float64)
@@ -82,14 +89,15 @@ def grouping_to_results(image_id: int,
                        f"got shape {masks.shape}")
     segmentations = encode_masks(masks[:num_people])
 
+  has_pose = np.any(keypoints[:num_people, :, 2] > 0, axis=1)
   results = []
   for j in range(num_people):
-    result = {
-        "image_id": int(image_id),
-        "category_id": PERSON_CATEGORY_ID,
-        "keypoints": [round(float(v), 3) for v in keypoints[j].reshape(-1)],
-        "score": float(scores[j]),
-    }
+    if not has_pose[j] and segmentations is None:
+      continue
+    result = {"image_id": int(image_id), "category_id": PERSON_CATEGORY_ID}
+    if has_pose[j]:
+      result["keypoints"] = [round(float(v), 3) for v in keypoints[j].reshape(-1)]
+    result["score"] = float(scores[j])
     if segmentations is not None:
       result["segmentation"] = segmentations[j]
     results.append(result)
