@@ -123,3 +123,7 @@ class GroupingConfig:
   centroid_mode: str = "dynamic"
   # Rejoin people split by a missing keypoint through their mask embeddings (kdc_tf.grouping.merging).
   merge_fragments: bool = True
+  # Foreground that no keypoint person claims, clustered by its MaskCentroid embeddings, becomes
+  # people with masks and no keypoints (kdc_tf.grouping.mask_only): people without labelled
+  # keypoints still get masks.
+  mask_only_people: bool = True

@@ -7,8 +7,8 @@ import tensorflow as tf
 from data_pipeline.targets import encode_targets
 from kdc_tf.config import EncoderConfig, GroupingConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
-from kdc_tf.grouping import (INPUT_KEYS, Grouper, gaussian, masks, model_outputs_to_grouping_inputs,
-                             poses, scenes, voting)
+from kdc_tf.grouping import (INPUT_KEYS, Grouper, gaussian, mask_only, masks,
+                             model_outputs_to_grouping_inputs, poses, sampling, scenes, voting)
 
 SIZE = 161  # pose grid 21 x 21, mask grid 41 x 41
 MAX_PEOPLE = 6
@@ -120,10 +120,25 @@ def test_suppression_overlaps_rows_are_candidates_for_tf_nms():
   not_suppressed = tf.constant([[0.0, 1.0], [0.0, 0.0]])
   assert poses.select_people(not_suppressed, scores, 2, 0.0).numpy().tolist() == [0, 1]
   # Pose 1 has its type-0 keypoint 5 px from candidate 0's seed: candidate 0 is covered by pose 1.
-  walked = tf.constant([[[0.0, 0.0], [50.0, 50.0]], [[5.0, 0.0], [90.0, 90.0]]])
+  walked = tf.constant([[[0.0, 0.0], [50.0, 50.0], [60.0, 0.0], [70.0, 0.0]],
+                        [[5.0, 0.0], [90.0, 90.0], [0.0, 60.0], [0.0, 70.0]]])
   overlaps = poses.suppression_overlaps(walked, tf.constant([[0.0, 0.0], [90.0, 99.0]]),
                                         tf.constant([0, 1]), 10.0).numpy()
   assert overlaps.tolist() == [[1.0, 1.0], [0.0, 1.0]]
+
+
+def test_suppression_overlaps_cover_repeated_poses():
+  assert poses.DUPLICATE_FRACTION == 0.5
+  # Pose 1 repeats pose 0 except for its seed (type 0, 30 px away): covered once half of its
+  # keypoints lie within the radius of pose 0's.
+  pose = np.array([[0.0, 0.0], [20.0, 0.0], [40.0, 0.0], [60.0, 0.0]], np.float32)
+  seeds = tf.constant([[0.0, 0.0], [30.0, 30.0]])
+  for moved, covered in ((2, 1.0), (3, 0.0)):  # keypoints moved 30 px away (the seed among them)
+    repeat = pose.copy()
+    repeat[:moved] += 30.0
+    overlaps = poses.suppression_overlaps(tf.constant(np.stack([pose, repeat])), seeds,
+                                          tf.constant([0, 0]), 10.0).numpy()
+    assert overlaps[1, 0] == covered and overlaps[0, 1] == covered  # symmetric for poses
 
 
 def test_single_person_keypoints_recovered_exactly(grouper):
@@ -265,7 +280,23 @@ def test_offsets_pointing_outside_the_grid_do_not_crash(grouper):
   result = _run(grouper, inputs, (50, 400), 0.1)
   assert np.all(np.isfinite(result["keypoints"])) and np.all(np.isfinite(result["scores"]))
   xy = result["keypoints"][..., :2]
-  assert xy.min() >= 0 and xy.max() <= (SIZE - 1) / 0.1
+  assert xy.min() >= 0 and xy[..., 0].max() <= 399 and xy[..., 1].max() <= 49
+
+
+def test_keypoints_stay_on_the_output_image():
+  # A 200 x 100 (W x H) image fills input rows 0 - 80 only; this person's legs reach row ~130, in
+  # the padding below the image (as untrained heads may place keypoints anywhere).
+  scale = (SIZE - 1) / (200 - 1)
+  scene = scenes.make_scene(COCO, SIZE, [(80.0, 30.0, 105.0)], np.random.default_rng(15))
+  grouper = Grouper.from_encoder_config(_encoder(), _grouping_config(), jit_compile=False)
+  result = _run(grouper, _targets(scene), (100, 200), scale)
+  assert result["num_people"] == 1
+  found, truth = result["keypoints"][0, :, :2], scene["keypoints"][0, :, :2] / scale
+  inside = truth[:, 1] <= 99
+  assert 0 < inside.sum() < COCO.num_keypoints
+  np.testing.assert_allclose(found[inside], truth[inside], atol=0.5 / scale)
+  np.testing.assert_allclose(found[~inside, 1], 99.0)  # clipped to the last row
+  np.testing.assert_allclose(found[~inside, 0], truth[~inside, 0], atol=0.5 / scale)
 
 
 def test_jit_and_eager_groupers_agree(grouper, eager_grouper):
@@ -306,3 +337,93 @@ def test_model_outputs_to_grouping_inputs():
   np.testing.assert_allclose(unbatched["keycentroid"], inputs["keycentroid"])
   with pytest.raises(ValueError, match="one image"):
     model_outputs_to_grouping_inputs({k: np.concatenate([v, v]) for k, v in outputs.items()})
+
+
+def test_splat_adds_every_vote_at_its_bilinear_corners():
+  rng = np.random.default_rng(12)
+  height, width, groups, stride = 5, 7, 3, 4.0
+  points = rng.uniform(-10.0, 40.0, (200, 2)).astype(np.float32)  # some outside: clipped
+  values = rng.uniform(0.0, 1.0, 200).astype(np.float32)
+  types = rng.integers(0, groups, 200).astype(np.int32)
+  found = sampling.splat(tf.constant(values), tf.constant(points), tf.constant(types), stride,
+                         (height, width, groups)).numpy()
+  expected = np.zeros((height, width, groups))
+  gx = np.clip(points[:, 0] / stride, 0, width - 1)
+  gy = np.clip(points[:, 1] / stride, 0, height - 1)
+  x0 = np.minimum(np.floor(gx), width - 2).astype(int)
+  y0 = np.minimum(np.floor(gy), height - 2).astype(int)
+  fx, fy = gx - x0, gy - y0
+  for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
+                         (1, 1, fy * fx)):
+    np.add.at(expected, (y0 + dy, x0 + dx, types), values * weight)
+  np.testing.assert_allclose(found, expected, atol=1e-5)
+
+
+def test_compiled_stages_need_no_input_values(grouper):
+  """XLA compiles every stage from shapes alone, so a new image never recompiles it.
+
+  A value-dependent size (tf.math.bincount's output length depends on its input's maximum) made
+  XLA take the head outputs as compile-time constants: 1.2 - 4.7 s of compilation per new image.
+  experimental_get_compiler_ir on TensorSpecs fails for such a stage.
+  """
+  inputs = [_targets(scenes.make_scene(COCO, SIZE, [(80.0, 10.0, 120.0)]))[key]
+            for key in INPUT_KEYS]
+  candidate_poses, keypoint_scores, seed_scores, overlaps, _ = grouper._find_poses(*inputs)
+  selected = poses.select_people(overlaps, seed_scores, MAX_PEOPLE, 0.01)
+  maps = grouper._make_people(selected, candidate_poses, keypoint_scores, *inputs[3:])[2]
+  for stage, args in ((grouper._find_poses, inputs),
+                      (grouper._make_people,
+                       [selected, candidate_poses, keypoint_scores, *inputs[3:]]),
+                      (grouper._resampling_tables, [maps])):
+    specs = [tf.TensorSpec.from_tensor(arg) for arg in args]
+    assert "HloModule" in stage.experimental_get_compiler_ir(*specs)(stage="hlo")
+
+
+def test_a_spurious_peak_does_not_repeat_a_person(eager_grouper, monkeypatch):
+  """A second nose peak 20 px from the true one (as a half-trained KeyCentroid head makes) seeds a
+  walk that repeats the person: suppressed as a duplicate, not decoded as a second person."""
+  scene = scenes.make_scene(COCO, SIZE, [(80.0, 30.0, 120.0)], np.random.default_rng(13))
+  inputs = _targets(scene)
+  nose = scene["keypoints"][0, COCO.keypoint_names.index("nose"), :2]
+  keycentroid = inputs["keycentroid"].numpy()
+  columns = np.arange(keycentroid.shape[1]) * 8.0
+  # Disk points right of the nose (beyond the 4 cells the walk's refinement reads) vote 20 px right.
+  right = (columns > nose[0] + 12.0)[None, :] & (inputs["heatmap"].numpy()[..., 0] > 0)
+  keycentroid[..., 0] = np.where(right, nose[0] + 20.0 - columns[None, :], keycentroid[..., 0])
+  keycentroid[..., 1] = np.where(right, nose[1] - np.arange(keycentroid.shape[0])[:, None] * 8.0,
+                                 keycentroid[..., 1])
+  inputs = {**inputs, "keycentroid": tf.constant(keycentroid)}
+  result = _run(eager_grouper, inputs)
+  assert result["num_people"] == 1
+  error, _ = _match(result["keypoints"][:1], scene["keypoints"])
+  assert error[0] < 1.0
+  monkeypatch.setattr(poses, "DUPLICATE_FRACTION", 2.0)  # the seed rule alone (DESIGN.md)
+  repeated = _run(Grouper.from_encoder_config(_encoder(), _grouping_config(), jit_compile=False),
+                  inputs)
+  assert repeated["num_people"] == 2
+
+
+def test_person_without_keypoints_becomes_a_mask_only_person(grouper):
+  scene = scenes.make_scene(COCO, SIZE, [(45.0, 10.0, 130.0), (120.0, 40.0, 100.0)],
+                            np.random.default_rng(14))
+  scene["keypoints"][1] = 0.0  # no labelled keypoint: its offsets point to its mask mean (SM_c)
+  inputs = _targets(scene)
+  # An isolated foreground point (16 px^2, below mask_only.MIN_AREA) is no person.
+  seg = inputs["seg"].numpy()
+  seg[38, 2] = 1.0
+  inputs = {**inputs, "seg": tf.constant(seg)}
+  result = _run(grouper, inputs)
+  assert result["num_people"] == 2
+  assert result["keypoints"][0, :, 2].min() > 0  # the keypoint person first
+  assert not result["keypoints"][1].any()  # then the mask-only one: no keypoint, no score
+  assert result["scores"][1] == pytest.approx(mask_only.SCORE_SCALE)  # seg probability 1
+  assert 0 < result["scores"][1] < result["scores"][0]
+  truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
+  assert _iou(result["masks"][1], truth[1]) > 0.9
+  assert _iou(result["masks"][0], truth[0]) > 0.9
+  assert not result["masks"][2:].any() and not result["scores"][2:].any()
+
+  without = _run(Grouper.from_encoder_config(
+      _encoder(), _grouping_config(mask_only_people=False), jit_compile=False), inputs)
+  assert without["num_people"] == 1 and not without["masks"][1:].any()
+  np.testing.assert_allclose(without["keypoints"][0], result["keypoints"][0], atol=1e-4)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import oracle
+from kdc_tf import evaluation
 from kdc_tf.evaluation.mask_ceiling import grid_masks_to_image
 
 TEST_SCALE = 401
@@ -34,14 +35,27 @@ def test_oracle_mask_ap_reaches_the_mask_grid_ceiling(coco_oracle):
   assert coco_oracle.report.stats["segm"]["AP"] >= ceiling - 0.03
 
 
-def test_oracle_decodes_every_labelled_person_once(coco_oracle):
-  # 14 people, 2 with no keypoint: those cannot seed a pose.
+def test_oracle_decodes_every_person_once(coco_oracle, coco_sample_dir):
+  # 14 people, 2 with no keypoint: those cannot seed a pose, and come out as mask-only people
+  # (segmentation results without keypoints), scored below every keypoint person.
+  poses = [r for r in coco_oracle.results if "keypoints" in r]
   per_image = {}
-  for result in coco_oracle.results:
+  for result in poses:
     per_image[result["image_id"]] = per_image.get(result["image_id"], 0) + 1
   assert per_image == {785: 1, 40083: 2, 196141: 4, 197388: 5}
-  scores = [r["score"] for r in coco_oracle.results]
+  scores = [r["score"] for r in poses]
   assert len(set(scores)) > 1 and min(scores) > 0.0  # real per-person scores
+
+  mask_only = [r for r in coco_oracle.results if "keypoints" not in r]
+  coco_gt = evaluation.load_ground_truth(str(coco_sample_dir / "test_coco.json"), "coco")
+  unlabelled = [a for a in coco_gt.dataset["annotations"] if a["num_keypoints"] == 0]
+  assert sorted(r["image_id"] for r in mask_only) == sorted(a["image_id"] for a in unlabelled)
+  for result in mask_only:
+    mask = evaluation.decode_segmentation(result["segmentation"]).astype(bool)
+    truth = next(coco_gt.annToMask(a).astype(bool) for a in unlabelled
+                 if a["image_id"] == result["image_id"])
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.5
+    assert 0.0 < result["score"] < min(scores)
 
 
 def test_oracle_printout_ends_with_the_summary_line(coco_oracle):

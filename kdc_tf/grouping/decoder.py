@@ -5,10 +5,19 @@ size; `output_size` and `input_scale` dynamic), usable in eager code, in evaluat
 exported SavedModel. It runs in stages:
 
 1. (XLA when `jit_compile`) Hough voting + PGO, candidates, all candidates' poses walked in
-   parallel, the `[C, C]` suppression overlaps (`poses`).
+   parallel, the `[C, C]` suppression overlaps (`poses`: seed rule and repeated poses).
 2. Greedy selection: `tf.image.non_max_suppression_overlaps` (no XLA kernel).
-3. (XLA) people's keypoints, fragment merging (`merging`), scores, membership + IGO instance maps
-   (`masks`); then (XLA) the maps' resampling tables; then, at the dynamic output size, the masks.
+3. (XLA) people's keypoints, fragment merging (`merging`), scores, membership (`masks`), mask-only
+   people in the remaining slots (`mask_only`), IGO instance maps; then (XLA) the maps' resampling
+   tables; then, at the dynamic output size, the masks, and the keypoints in output pixels,
+   clipped to the output image (the square input's padding maps beyond it).
+
+Every compiled stage has static shapes that do not depend on input values, so XLA compiles each
+once per input size, not once per image (`tests/test_grouping.py` checks it).
+
+Deviations from DESIGN.md 'Decoding', each justified by a measurement in its module's docstring:
+repeated poses suppressed (`poses`), fragments merged (`merging`), mask centroid as the plain mean
+of the confident keypoints (`masks`), mask-only people (`mask_only`).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import tensorflow as tf
 
 from kdc_tf.config import CENTROID_MODES, MASK_STRIDE, EncoderConfig, GroupingConfig, grid_size
 from kdc_tf.datasets import DatasetSpec
-from kdc_tf.grouping import gaussian, masks, merging, peaks, poses, sampling, voting
+from kdc_tf.grouping import gaussian, mask_only, masks, merging, peaks, poses, sampling, voting
 
 INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
 
@@ -137,7 +146,9 @@ class Grouper(tf.Module):
     keypoints, scores, maps, num_people = self._make_people(
         selected, candidate_poses, keypoint_scores, seg, mask_offset)
     tables = self._resampling_tables(maps)
-    xy = keypoints[..., :2] / input_scale
+    # On the output image, not in the padding of the square input (which maps beyond it).
+    last_pixel = tf.cast(tf.reverse(output_size, [0]) - 1, tf.float32)  # (x, y)
+    xy = tf.minimum(tf.maximum(keypoints[..., :2] / input_scale, 0.0), last_pixel)
     return {
         "keypoints": tf.concat([xy, keypoints[..., 2:]], axis=-1),
         "scores": scores,
@@ -193,5 +204,10 @@ class Grouper(tf.Module):
         sigma_igo=config.sigma_igo, static_centroids=config.centroid_mode == "static")
     keypoints = tf.concat([xy, point_scores[..., None]], axis=-1)
     scores = tf.reduce_mean(point_scores, axis=1)
+    if config.mask_only_people:
+      keypoints, scores, membership, valid = mask_only.add_mask_only_people(
+          keypoints, scores, membership, valid, seg, mask_offset, mask_stride=MASK_STRIDE,
+          seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
+          sigma_igo=config.sigma_igo, radius=config.nms_radius)
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
     return keypoints, scores, masks.instance_maps(membership, config.igo_sigma), num_people

@@ -16,17 +16,20 @@ class Candidates(NamedTuple):
   valid: tf.Tensor  # bool [C]
 
 
-def find_candidates(score_maps: tf.Tensor, threshold: float, per_type: int) -> Candidates:
-  """Local maxima (3x3 max-pool equality) above `threshold`, the best `per_type` of each type.
+def find_candidates(score_maps: tf.Tensor, threshold: float, per_type: int,
+                    window: int = 3) -> Candidates:
+  """Local maxima (`window` x `window` max-pool equality) above `threshold`, the best `per_type`
+  of each type.
 
   Args:
     score_maps: float32 `[H, W, K]`.
     threshold: a peak must score strictly above it.
     per_type: candidates kept per type (capped at H * W).
+    window: odd side of the neighbourhood a peak is the maximum of, in cells.
   """
   height, width, num_types = score_maps.shape
   per_type = min(per_type, height * width)
-  pooled = tf.nn.max_pool2d(score_maps[None], 3, 1, "SAME")[0]
+  pooled = tf.nn.max_pool2d(score_maps[None], window, 1, "SAME")[0]
   is_peak = (score_maps >= pooled) & (score_maps > threshold)
   peak_scores = tf.where(is_peak, score_maps, 0.0)
   by_type = tf.transpose(tf.reshape(peak_scores, [height * width, num_types]))  # [K, H*W]
