@@ -120,25 +120,28 @@ def test_suppression_overlaps_rows_are_candidates_for_tf_nms():
   not_suppressed = tf.constant([[0.0, 1.0], [0.0, 0.0]])
   assert poses.select_people(not_suppressed, scores, 2, 0.0).numpy().tolist() == [0, 1]
   # Pose 1 has its type-0 keypoint 5 px from candidate 0's seed: candidate 0 is covered by pose 1.
-  walked = tf.constant([[[0.0, 0.0], [50.0, 50.0], [60.0, 0.0], [70.0, 0.0]],
-                        [[5.0, 0.0], [90.0, 90.0], [0.0, 60.0], [0.0, 70.0]]])
+  walked = tf.constant([[[0.0, 0.0], [50.0, 50.0]], [[5.0, 0.0], [90.0, 90.0]]])
   overlaps = poses.suppression_overlaps(walked, tf.constant([[0.0, 0.0], [90.0, 99.0]]),
                                         tf.constant([0, 1]), 10.0).numpy()
   assert overlaps.tolist() == [[1.0, 1.0], [0.0, 1.0]]
 
 
-def test_suppression_overlaps_cover_repeated_poses():
+def test_drop_repeats_keeps_the_first_of_repeated_poses():
   assert poses.DUPLICATE_FRACTION == 0.5
-  # Pose 1 repeats pose 0 except for its seed (type 0, 30 px away): covered once half of its
-  # keypoints lie within the radius of pose 0's.
   pose = np.array([[0.0, 0.0], [20.0, 0.0], [40.0, 0.0], [60.0, 0.0]], np.float32)
-  seeds = tf.constant([[0.0, 0.0], [30.0, 30.0]])
-  for moved, covered in ((2, 1.0), (3, 0.0)):  # keypoints moved 30 px away (the seed among them)
-    repeat = pose.copy()
-    repeat[:moved] += 30.0
-    overlaps = poses.suppression_overlaps(tf.constant(np.stack([pose, repeat])), seeds,
-                                          tf.constant([0, 0]), 10.0).numpy()
-    assert overlaps[1, 0] == covered and overlaps[0, 1] == covered  # symmetric for poses
+  moved_two, moved_three = pose.copy(), pose.copy()
+  moved_two[:2] += 30.0  # half of the keypoints still within 10 px: the same person
+  moved_three[:3] += 30.0  # a quarter: another person
+  elsewhere = pose + 200.0
+  candidates = tf.constant(np.stack([pose, moved_two, moved_three, elsewhere]))
+  repeats = poses.repeated_poses(candidates, 10.0).numpy()
+  np.testing.assert_array_equal(repeats, repeats.T)
+  assert repeats[0].tolist() == [1.0, 1.0, 0.0, 0.0]
+  # In selection order, -1 padded; the first of two repeats is kept.
+  kept = poses.drop_repeats(tf.constant([0, 1, 2, 3, -1, -1]), candidates, 10.0, 4)
+  assert kept.numpy().tolist() == [0, 2, 3, -1]
+  kept = poses.drop_repeats(tf.constant([3, 1, 0, -1]), candidates, 10.0, 2)
+  assert kept.numpy().tolist() == [3, 1]
 
 
 def test_single_person_keypoints_recovered_exactly(grouper):

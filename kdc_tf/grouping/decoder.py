@@ -5,8 +5,9 @@ size; `output_size` and `input_scale` dynamic), usable in eager code, in evaluat
 exported SavedModel. It runs in stages:
 
 1. (XLA when `jit_compile`) Hough voting + PGO, candidates, all candidates' poses walked in
-   parallel, the `[C, C]` suppression overlaps (`poses`: seed rule and repeated poses).
-2. Greedy selection: `tf.image.non_max_suppression_overlaps` (no XLA kernel).
+   parallel, the `[C, C]` suppression overlaps (`poses`).
+2. Greedy selection: `tf.image.non_max_suppression_overlaps` (no XLA kernel), then the people
+   that repeat an earlier person's pose are dropped (`poses.drop_repeats`).
 3. (XLA) people's keypoints, fragment merging (`merging`), scores, membership (`masks`), mask-only
    people in the remaining slots (`mask_only`), IGO instance maps; then (XLA) the maps' resampling
    tables; then, at the dynamic output size, the masks, and the keypoints in output pixels,
@@ -31,6 +32,8 @@ from kdc_tf.datasets import DatasetSpec
 from kdc_tf.grouping import gaussian, mask_only, masks, merging, peaks, poses, sampling, voting
 
 INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
+# People selected by the seed rule before repeated poses are dropped, per output slot.
+REPEAT_POOL = 2
 
 
 def model_outputs_to_grouping_inputs(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -141,8 +144,10 @@ class Grouper(tf.Module):
         heatmap, keycentroid, midrange, seg, mask_offset)
     message = f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:"
     tf.debugging.Assert(tf.reduce_all(finite), [message, finite], summarize=len(INPUT_KEYS))
-    selected = poses.select_people(overlaps, seed_scores, self._config.max_people,
-                                   self._config.peak_threshold)
+    pool = poses.select_people(overlaps, seed_scores, REPEAT_POOL * self._config.max_people,
+                               self._config.peak_threshold)
+    selected = poses.drop_repeats(pool, candidate_poses, self._config.nms_radius,
+                                  self._config.max_people)
     keypoints, scores, maps, num_people = self._make_people(
         selected, candidate_poses, keypoint_scores, seg, mask_offset)
     tables = self._resampling_tables(maps)

@@ -16,7 +16,7 @@ the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
   Oracle segm AP on the COCO sample (python -m experiments.oracle ... --test_scale=S), weighted ->
   plain mean: 0.707 -> 0.707 at 401, 0.764 -> 0.770 at 641, 0.790 -> 0.802 at 801 without
   mask-only people; 0.765 -> 0.765, 0.852 -> 0.858, 0.900 -> 0.912 with them. On the quickstart
-  model (600 steps on the synthetic data, 16 validation images): segm AP 0.010 -> 0.011.
+  model (600 steps on the synthetic data, 16 validation images): segm AP 0.009 -> 0.010.
 - C_j, static mode (SM_c, target = mean position of the mask pixels): one k-means step in
   embedding space. Foreground points first go to the nearest keypoint centre (as above); C_j is
   then the mean embedding of j's points, which for exact offsets is j's mask mean (j keeps the

@@ -8,20 +8,25 @@ NMS radius of the same keypoint type of an already selected person is skipped) t
 non-maximum suppression over a custom `[C, C]` overlap matrix, one C++ op
 (`tf.image.non_max_suppression_overlaps`).
 
-Deviation from DESIGN.md: a candidate is also skipped when its whole walked pose repeats a selected
-person's (at least `DUPLICATE_FRACTION` of its keypoints within the NMS radius of that person's
-keypoints of the same type). With the seed rule alone, a spurious local maximum of a score map
-(a half-trained head puts several around a keypoint, more than the NMS radius apart) seeds a walk
-that the KeyCentroid refinement pulls back onto the person already selected: the same person again,
-but for the seed keypoint. Those repeats also share the person's mask embeddings, so they split its
-mask between them. Measured on the quickstart model (tiny trunk, 600 steps on the synthetic data,
-193 input, its 16 validation images; decoding its dumped head outputs): 377 -> 85 people,
-keypoint AP 0.007 -> 0.013, segm AP 0.000 -> 0.010 (before: no person's mask reached IoU 0.5).
-Fractions 0.65 / 0.8 keep 123 / 167 people (keypoint AP 0.011 / 0.009, segm AP 0.004). With perfect targets it changes
-little: COCO sample oracle unchanged (keypoint AP 1.000 at 401, 641, 801); 12 generated scenes of
-20 people at 401: 182 vs 183 of 240 people decoded within 2 px; synthetic validation oracle at
-193: keypoint AP 0.823 -> 0.816 (two crowded images where people's keypoints mix). Cost, stage 1
-at 401: 1.9 -> 3.9 ms with XLA, 9.5 -> 15.7 ms without.
+Deviation from DESIGN.md: a selected person whose whole pose repeats an earlier one (at least
+`DUPLICATE_FRACTION` of its keypoints within the NMS radius of that person's keypoints of the same
+type) is dropped. With the seed rule alone, a spurious local maximum of a score map (a half-trained
+head puts several around a keypoint, more than the NMS radius apart) seeds a walk that the
+KeyCentroid refinement pulls back onto the person already selected: the same person again, but for
+the seed keypoint. Those repeats also share the person's mask embeddings, so they split its mask
+between them. Measured on the quickstart model (tiny trunk, 600 steps on the synthetic data, 193
+input, its 16 validation images; decoding its dumped head outputs): 377 -> 83 people, keypoint AP
+0.007 -> 0.013, segm AP 0.000 -> 0.010 (before, no person's mask reached IoU 0.5). Fractions 0.65 /
+0.8 keep 121 / 164 people (keypoint AP 0.011 / 0.009, segm AP 0.008 / 0.004). With perfect targets
+it changes little: COCO sample oracle unchanged (keypoint AP 1.000 at 401, 641, 801); 12 generated
+scenes of 20 people at 401: 182 vs 183 of 240 people decoded within 2 px; synthetic validation
+oracle at 193: keypoint AP 0.823 -> 0.816 (two crowded images where people's keypoints mix).
+
+The repeats are dropped after the seed-rule selection, from a pool of `REPEAT_POOL` (decoder)
+times the output slots (`drop_repeats`, a second greedy pass over a `[P, P]` matrix), rather than
+inside it (a `[C, C]` test over all candidates' poses, C = 510 for COCO: the same people on the
+quickstart model and the generated scenes, 85 vs 83, but 2 ms more per image at 401 with XLA and
+7 ms more without).
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from kdc_tf.grouping import sampling
 
 # KeyCentroid refinements of every keypoint reached along an edge (DESIGN.md).
 REFINE_STEPS = 2
-# A candidate whose walked pose has at least this fraction of its keypoints within the NMS radius
-# of a selected person's is that person again (see the module docstring).
+# A person with at least this fraction of its keypoints within the NMS radius of an earlier
+# person's is that person again (see the module docstring).
 DUPLICATE_FRACTION = 0.5
 
 
@@ -103,27 +108,24 @@ def walk_tree(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor,
 
 def suppression_overlaps(poses: tf.Tensor, seeds: tf.Tensor, seed_types: tf.Tensor,
                          radius: float) -> tf.Tensor:
-  """float32 `[C, C]`: `[c, s] = 1` when candidate c is covered by pose s.
-
-  Covered: pose s has its keypoint of c's seed type within `radius` of c's seed (DESIGN.md), or
-  c's whole pose repeats s's: at least `DUPLICATE_FRACTION` of c's keypoints lie within `radius`
-  of s's keypoints of the same type (see the module docstring).
+  """float32 `[C, C]`: `[c, s] = 1` when pose s has its keypoint of c's seed type within `radius`
+  of c's seed.
 
   Rows are the candidate, columns the already selected pose: the order in which
   NonMaxSuppressionWithOverlaps reads the matrix (`overlaps(candidate, selected)`).
   """
-  squared_radius = radius * radius
   by_type = tf.transpose(poses, [1, 0, 2])  # [K, C_s, 2]
   same_type = tf.gather(by_type, seed_types)  # [C_c, C_s, 2]
-  seed_covered = tf.reduce_sum(tf.square(same_type - seeds[:, None, :]), axis=-1) <= squared_radius
-  # [K, C_c, C_s] squared distances, written per coordinate: no [C, C, K, 2] temporary.
-  x, y = by_type[..., 0], by_type[..., 1]
-  close = ((tf.square(x[:, :, None] - x[:, None, :]) + tf.square(y[:, :, None] - y[:, None, :]))
-           <= squared_radius)
-  num_types = poses.shape[1]
-  repeated = (tf.reduce_sum(tf.cast(close, tf.float32), axis=0)
-              >= math.ceil(DUPLICATE_FRACTION * num_types))
-  return tf.cast(seed_covered | repeated, tf.float32)
+  squared = tf.reduce_sum(tf.square(same_type - seeds[:, None, :]), axis=-1)
+  return tf.cast(squared <= radius * radius, tf.float32)
+
+
+def repeated_poses(poses: tf.Tensor, radius: float) -> tf.Tensor:
+  """float32 `[P, P]`, symmetric: 1 where at least `DUPLICATE_FRACTION` of the keypoints of two
+  poses `[P, K, 2]` lie within `radius` of each other's of the same type."""
+  squared = tf.reduce_sum(tf.square(poses[:, None] - poses[None]), axis=-1)  # [P, P, K]
+  close = tf.reduce_sum(tf.cast(squared <= radius * radius, tf.float32), axis=-1)
+  return tf.cast(close >= math.ceil(DUPLICATE_FRACTION * poses.shape[1]), tf.float32)
 
 
 def select_people(overlaps: tf.Tensor, scores: tf.Tensor, max_people: int,
@@ -133,3 +135,15 @@ def select_people(overlaps: tf.Tensor, scores: tf.Tensor, max_people: int,
       overlaps, scores, max_people, overlap_threshold=0.5, score_threshold=score_threshold)
   padded = tf.pad(selected, [[0, max_people - tf.size(selected)]], constant_values=-1)
   return tf.ensure_shape(padded, [max_people])
+
+
+def drop_repeats(selected: tf.Tensor, candidate_poses: tf.Tensor, radius: float,
+                 max_people: int) -> tf.Tensor:
+  """The first `max_people` of `selected` (int32 `[P]`, -1 padded, in selection order) that
+  repeat no earlier kept person (`repeated_poses`): int32 `[max_people]`, -1 padded."""
+  pool = selected.shape[0]
+  valid = selected >= 0
+  repeats = repeated_poses(tf.gather(candidate_poses, tf.maximum(selected, 0)), radius)
+  rank = tf.where(valid, tf.cast(pool - tf.range(pool), tf.float32), -1.0)
+  kept = select_people(repeats, rank, max_people, 0.0)
+  return tf.where(kept >= 0, tf.gather(selected, tf.maximum(kept, 0)), -1)
