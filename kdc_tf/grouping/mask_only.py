@@ -60,17 +60,17 @@ class People(NamedTuple):
   valid: tf.Tensor  # bool [N]
 
 
-def cluster_centres(seg: tf.Tensor, mask_offset: tf.Tensor, leftover: tf.Tensor, *,
-                    mask_stride: int, radius: float, num_centres: int):
+def cluster_centres(leftover: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride: int,
+                    radius: float, num_centres: int):
   """Embedding-density peaks of the `leftover` points: (`[C, 2]` input pixels, bool `[C]`).
 
   Args:
-    seg: `[M, M, 1]` (its shape only); mask_offset: `[M, M, 2]` input pixels.
-    leftover: float32 `[M, M]` 1 on the points to cluster.
+    leftover: float32 `[M, M]`, 1 on the points to cluster.
+    mask_offset: `[M, M, 2]` input pixels.
     radius: centres are at least about this far apart (input pixels).
     num_centres: C.
   """
-  height, width, _ = seg.shape
+  height, width = leftover.shape
   embeddings = voting.grid_points(height, width, mask_stride) + mask_offset
   density = sampling.splat(leftover, embeddings, tf.zeros([height, width], tf.int32),
                            float(mask_stride), (height, width, 1))
@@ -94,12 +94,12 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
     seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
     radius: the NMS radius (input pixels): the smallest distance between two mask-only centres.
   """
-  num_people, height, width = membership.shape
+  num_people = membership.shape[0]
   probability = seg[..., 0]
   claimed = tf.reduce_sum(membership, axis=0) > 0.0
   leftover = (probability > seg_threshold) & ~claimed
   centres, has_centre = cluster_centres(
-      seg, mask_offset, tf.cast(leftover, tf.float32), mask_stride=mask_stride, radius=radius,
+      tf.cast(leftover, tf.float32), mask_offset, mask_stride=mask_stride, radius=radius,
       num_centres=num_people)
   extra = masks.membership_maps(
       tf.where(leftover, probability, 0.0)[..., None], mask_offset, centres, has_centre,
