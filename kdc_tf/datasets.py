@@ -25,6 +25,8 @@ class DatasetSpec:
   # Undirected kinematic-tree edges (DESIGN.md order). Used in both directions.
   edges: Tuple[Tuple[int, int], ...]
   oks_sigmas: Tuple[float, ...]
+  # Whether the dataset annotates person masks (CrowdPose does not: SegNet is not trained on it).
+  has_masks: bool = True
 
   def __post_init__(self):
     k = len(self.keypoint_names)
@@ -98,6 +100,7 @@ CROWDPOSE = DatasetSpec(
         (13, 1), (1, 3), (3, 5), (1, 7), (7, 9), (9, 11)),
     oks_sigmas=tuple(s / 10.0 for s in (
         .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89, .79, .79)),
+    has_masks=False,
 )
 
 # OCHuman ships COCO-format files with the COCO 17 keypoints.

@@ -65,12 +65,10 @@ class Predictor(tf.Module):
         `encoder_config.input_size`.
       encoder_config: the geometry the model runs at (dataset, test scale, strides, disk radius).
       grouping_config: decoder settings.
-      jit_compile_grouping: XLA-compile the grouping stages that allow it. Off by default:
-        measured on CPU at 401 it is no faster (17 vs 20 ms), an exported graph with XLA
-        clusters needs XLA at serving time (tensorflow_model_server
-        --xla_cpu_compilation_enabled=true), and a value-dependent output size inside the
-        compiled stage (bincount in `grouping.sampling.splat`) makes XLA recompile for every
-        new image (about 2 s each).
+      jit_compile_grouping: XLA-compile the grouping stages that allow it (about twice as
+        fast on CPU: `experiments.bench_grouping`). Off by default because an exported graph
+        with XLA clusters needs XLA at serving time (tensorflow_model_server
+        --xla_cpu_compilation_enabled=true).
       name: module name.
     """
     super().__init__(name=name)

@@ -38,3 +38,13 @@ def test_predictor_from_model_dir_decodes_like_the_model_was_trained(tmp_path):
   assert predictor.grouping_config.centroid_mode == "static"
   assert predictor.grouping_config.sigma_igo == pytest.approx(0.3)
   assert predictor.grouping_config.nms_radius == pytest.approx(7.0)
+
+
+def test_a_model_trained_without_masks_decodes_without_its_untrained_segnet_embeddings():
+  geometry = dict(_GEOMETRY, dataset="crowdpose")
+  crowdpose = ExperimentConfig(model=ModelConfig(depth="tiny", **geometry),
+                               encoder=EncoderConfig(**geometry))
+  decoding = crowdpose.decoding_config()
+  assert not decoding.merge_fragments and not decoding.mask_only_people
+  coco = _static_experiment().decoding_config()
+  assert coco.merge_fragments and coco.mask_only_people

@@ -77,10 +77,15 @@ class ExperimentConfig:
     """`base` (default `GroupingConfig()`) with the settings that must match this training.
 
     The decoder's MaskCentroid mode and its membership scale sigma_igo are those the model was
-    trained with (DESIGN.md: train and test agree); everything else is the caller's choice.
+    trained with (DESIGN.md: train and test agree). A model trained on a dataset without masks
+    (CrowdPose) has an untrained SegNet, so the decoder steps that read its embeddings (fragment
+    merging, mask-only people) are switched off. Everything else is the caller's choice.
     """
-    return dataclasses.replace(base or GroupingConfig(), sigma_igo=self.loss.sigma_igo,
-                               centroid_mode=self.encoder.centroid_mode)
+    decoding = dataclasses.replace(base or GroupingConfig(), sigma_igo=self.loss.sigma_igo,
+                                   centroid_mode=self.encoder.centroid_mode)
+    if not self.encoder.spec.has_masks:
+      decoding = dataclasses.replace(decoding, merge_fragments=False, mask_only_people=False)
+    return decoding
 
   @classmethod
   def from_dict(cls, values: Dict[str, Any]) -> "ExperimentConfig":
