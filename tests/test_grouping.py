@@ -7,7 +7,7 @@ import tensorflow as tf
 from data_pipeline.targets import encode_targets
 from kdc_tf.config import EncoderConfig, GroupingConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
-from kdc_tf.grouping import (INPUT_KEYS, Grouper, gaussian, mask_only, masks,
+from kdc_tf.grouping import (INPUT_KEYS, Grouper, gaussian, mask_only, masks, merging,
                              model_outputs_to_grouping_inputs, poses, sampling, scenes, voting)
 
 SIZE = 161  # pose grid 21 x 21, mask grid 41 x 41
@@ -345,12 +345,16 @@ def test_model_outputs_to_grouping_inputs():
 def test_splat_adds_every_vote_at_its_bilinear_corners():
   rng = np.random.default_rng(12)
   height, width, groups, stride = 5, 7, 3, 4.0
-  points = rng.uniform(-10.0, 40.0, (200, 2)).astype(np.float32)  # some outside: clipped
+  points = rng.uniform(-10.0, 40.0, (200, 2)).astype(np.float32)  # some outside: dropped
   values = rng.uniform(0.0, 1.0, 200).astype(np.float32)
   types = rng.integers(0, groups, 200).astype(np.int32)
   found = sampling.splat(tf.constant(values), tf.constant(points), tf.constant(types), stride,
                          (height, width, groups)).numpy()
   expected = np.zeros((height, width, groups))
+  inside = ((points[:, 0] >= 0) & (points[:, 0] <= stride * (width - 1))
+            & (points[:, 1] >= 0) & (points[:, 1] <= stride * (height - 1)))
+  assert 0 < inside.sum() < len(inside)
+  values_inside = np.where(inside, values, 0.0)
   gx = np.clip(points[:, 0] / stride, 0, width - 1)
   gy = np.clip(points[:, 1] / stride, 0, height - 1)
   x0 = np.minimum(np.floor(gx), width - 2).astype(int)
@@ -358,8 +362,32 @@ def test_splat_adds_every_vote_at_its_bilinear_corners():
   fx, fy = gx - x0, gy - y0
   for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
                          (1, 1, fy * fx)):
-    np.add.at(expected, (y0 + dy, x0 + dx, types), values * weight)
+    np.add.at(expected, (y0 + dy, x0 + dx, types), values_inside * weight)
   np.testing.assert_allclose(found, expected, atol=1e-5)
+
+
+def test_a_chain_of_four_fragments_merges_into_the_first():
+  # Fragment 1 merges into 0, 2 into 1 (it conflicts with 0 on type 0), 3 into 2 (it conflicts
+  # with 0 on type 2 and with 1 on type 1): person 3's unique type 3 must reach person 0.
+  size, stride, radius = 101, 4, 10.0
+  centre = np.array([200.0, 200.0], np.float32)
+  grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).astype(np.float32) * stride
+  mask_offset = tf.constant(centre - grid)  # every embedding lands on the same identity
+  seg = tf.ones([size, size, 1])
+  placed = {0: [(0, 50, .9), (2, 60, .9)], 1: [(1, 100, .8)], 2: [(0, 150, .7)],
+            3: [(1, 220, .6), (2, 250, .6), (3, 300, .6)]}
+  keypoints = np.zeros((4, 5, 2), np.float32)
+  scores = np.zeros((4, 5), np.float32)
+  for person, points in placed.items():
+    for kind, position, score in points:
+      keypoints[person, kind] = position
+      scores[person, kind] = score
+  merged_keypoints, merged_scores, keep = merging.merge_fragments(
+      tf.constant(keypoints), tf.constant(scores), tf.ones([4], tf.bool), seg, mask_offset,
+      mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=radius)
+  assert keep.numpy().tolist() == [True, False, False, False]
+  np.testing.assert_allclose(merged_keypoints[0, 3].numpy(), [300.0, 300.0])
+  assert merged_scores[0, 3].numpy() == pytest.approx(0.6)
 
 
 def test_compiled_stages_need_no_input_values(grouper):

@@ -20,6 +20,7 @@ keypoint AP is 0.920; with it every person is decoded once.
 
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import tensorflow as tf
@@ -83,7 +84,11 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
                 & has_identity[:, None] & has_identity[None])
   merged_away = tf.reduce_any(compatible, axis=0)
   parent = tf.where(merged_away, _first_true(compatible, axis=0), people)
-  root = tf.gather(parent, parent)  # a parent that merged itself passes its pieces on
+  # A parent that merged itself passes its pieces on: pointer jumping resolves chains of any
+  # length (parent[i] <= i, roots point to themselves) in ceil(log2(N)) gathers.
+  root = parent
+  for _ in range(max(1, math.ceil(math.log2(max(num_people, 2))))):
+    root = tf.gather(root, root)
 
   # Per surviving person and type, the best keypoint among its pieces, confident ones that no
   # other merged person shares first: [N, N, K] one-hot over pieces.

@@ -67,18 +67,22 @@ def splat(values: tf.Tensor, points: tf.Tensor, groups: tf.Tensor, stride: float
 
   Args:
     values: float32 `[...]` the mass of each vote.
-    points: float32 `[..., 2]` `(x, y)` in input pixels (clipped to the grid).
+    points: float32 `[..., 2]` `(x, y)` in input pixels.
     groups: int32 `[...]` the channel each vote goes to.
     stride: input pixels per grid cell.
     grid_shape: static `(H, W, G)`.
 
   Returns:
-    float32 `[H, W, G]`.
+    float32 `[H, W, G]`. Votes whose point lies outside the grid are dropped, not clipped onto
+    its border, where they would pile up into spurious peaks.
   """
   height, width, num_groups = grid_shape
   cells, weights = bilinear_corners(points, stride, height, width)
+  grid = points / stride
+  inside = ((grid[..., 0] >= 0.0) & (grid[..., 0] <= width - 1.0)
+            & (grid[..., 1] >= 0.0) & (grid[..., 1] <= height - 1.0))
   slots = tf.reshape(cells * num_groups + groups[..., None], [-1])
-  mass = tf.reshape(values[..., None] * weights, [-1])
+  mass = tf.reshape(tf.where(inside, values, 0.0)[..., None] * weights, [-1])
   # DenseBincount with a static size: fast both in XLA and in TF's CPU kernels (unsorted_segment_sum
   # is ~10x slower there). Not tf.math.bincount: its output size depends on max(slots) even with
   # minlength = maxlength, so XLA needed the slots (hence the head outputs) as compile-time
