@@ -12,7 +12,7 @@ import pytest
 from kdc_tf import evaluation
 from kdc_tf.datasets import CROWDPOSE
 from kdc_tf.evaluation.coco_evaluator import STAT_NAMES
-from kdc_tf.evaluation.crowdpose_evaluator import BAND_NAMES, band_of
+from kdc_tf.evaluation.crowdpose_evaluator import BAND_NAMES, band_of, crowd_index_bands
 from tests.serving_fixtures import MAX_PEOPLE, tiny_export  # noqa: F401 (the session fixture)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ def test_crowdpose_protocol(crowdpose_annotations):
   assert "segm" not in report.stats
   assert report.table.startswith("keypoints: 2 images, 5 detections, 14 keypoints")
   assert 0.3 < stats["AP"] < 1.0  # small perturbations: good but imperfect
-  # Both sample images have crowdIndex in [0.1, 0.8]: all medium, the others undefined.
+  # Both sample images have crowdIndex in [0.2, 0.8): all medium, the others undefined.
   assert [band_of(i["crowdIndex"]) for i in coco_gt.dataset["images"]] == ["medium", "medium"]
   assert stats["AP_medium"] == pytest.approx(stats["AP"])
   assert stats["AP_easy"] == -1.0 and stats["AP_hard"] == -1.0
@@ -207,8 +207,36 @@ def test_crowdpose_protocol(crowdpose_annotations):
 
 
 def test_crowd_index_band_edges():
-  assert [band_of(x) for x in (0.0, 0.0999, 0.1, 0.5, 0.8, 0.8001, 1.0)] == [
-      "easy", "easy", "medium", "medium", "medium", "hard", "hard"]
+  """crowdposetools' get_type_result(first=0.2, second=0.8): easy < 0.2, medium < 0.8, hard."""
+  assert [band_of(x) for x in (0.0, 0.15, 0.1999, 0.2, 0.5, 0.7999, 0.8, 1.0)] == [
+      "easy", "easy", "easy", "medium", "medium", "medium", "hard", "hard"]
+
+
+def test_crowdpose_bands_on_ground_truth_at_0_15_and_0_8(crowdpose_annotations, tmp_path):
+  """One image at crowd index 0.15 (easy) and one at exactly 0.8 (hard), as crowdposetools."""
+  data = json.loads(pathlib.Path(crowdpose_annotations).read_text())
+  easy_id, hard_id = (image["id"] for image in data["images"])
+  for image, crowd_index in zip(data["images"], (0.15, 0.8)):
+    image["crowdIndex"] = crowd_index
+  path = tmp_path / "bands.json"
+  path.write_text(json.dumps(data))
+  coco_gt = evaluation.load_ground_truth(str(path), "crowdpose")
+  assert crowd_index_bands(coco_gt) == {"easy": [easy_id], "medium": [],
+                                                    "hard": [hard_id]}
+  # Perfect keypoints on the easy image only: easy AP 1, hard AP 0 (missed), medium undefined.
+  results = []
+  for ann in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=[easy_id])):
+    if ann["num_keypoints"] == 0:
+      continue
+    keypoints = np.asarray(ann["keypoints"], np.float64).reshape(1, CROWDPOSE.num_keypoints, 3)
+    keypoints[..., 2] = 1.0
+    results += evaluation.grouping_to_results(easy_id, keypoints, np.array([0.9]), 1)
+  report = evaluation.evaluate(results, coco_gt, "crowdpose")
+  stats = report.stats["keypoints"]
+  assert stats["AP_easy"] == pytest.approx(1.0)
+  assert stats["AP_hard"] == pytest.approx(0.0)
+  assert stats["AP_medium"] == -1.0
+  assert re.search(r"crowd index=\s*hard \| images=\s*1 \]", report.table)
 
 
 def _run_evaluate(*args):

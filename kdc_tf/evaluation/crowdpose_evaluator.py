@@ -4,7 +4,8 @@ The official crowdposetools (and xtcocotools) need numpy < 2, so CrowdPose's pro
 rebuilt here on pycocotools: its 14 keypoints and sigmas (`kdc_tf.datasets.CROWDPOSE`), OKS area
 = `0.53 * w * h` of the ground-truth box (written into each annotation's `area`, which pycocotools
 uses for OKS and for the area ranges), no masks, and AP also per crowd-index band, by evaluating
-the images of each band on their own.
+the images of each band on their own. The bands are crowdposetools' (`get_type_result(first=0.2,
+second=0.8)`, also in xtcocotools and mmpose): easy < 0.2, medium < 0.8, hard >= 0.8.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from kdc_tf.evaluation.coco_evaluator import run_cocoeval
 from kdc_tf.evaluation.results import Result
 
 OKS_AREA_FACTOR = 0.53
-# Crowd-index bands of an image: easy < 0.1 <= medium <= 0.8 < hard.
-EASY_BELOW = 0.1
-HARD_ABOVE = 0.8
+# Crowd-index bands of an image, as crowdposetools: easy < 0.2 <= medium < 0.8 <= hard.
+EASY_BELOW = 0.2
+HARD_FROM = 0.8
 BAND_NAMES = ("easy", "medium", "hard")
 
 
@@ -34,10 +35,10 @@ def set_crowdpose_areas(coco_gt: COCO) -> None:
 
 
 def band_of(crowd_index: float) -> str:
-  """The crowd-index band name of an image."""
+  """The crowd-index band name of an image (crowdposetools' `get_type_result(0.2, 0.8)`)."""
   if crowd_index < EASY_BELOW:
     return "easy"
-  return "medium" if crowd_index <= HARD_ABOVE else "hard"
+  return "medium" if crowd_index < HARD_FROM else "hard"
 
 
 def crowd_index_bands(coco_gt: COCO,
