@@ -13,6 +13,11 @@ from kdc_tf.datasets import DatasetSpec, get_dataset_spec
 CENTROID_MODES = ("dynamic", "static")
 OUTPUT_STRIDES = (8, 16)
 MASK_STRIDE = 4
+# Offsets' unit, in input pixels, independent of the disk radius R: the offset heads predict
+# offsets / OFFSET_SCALE and the offset L1 losses divide by it, so that changing R (the paper's
+# 8/16/32 ablation) changes the disks alone, not the heads' output scale or the losses' weights.
+# 32 = the paper's R, so models trained at R = 32 are unchanged.
+OFFSET_SCALE = 32.0
 
 
 def grid_size(input_size: int, stride: int) -> int:

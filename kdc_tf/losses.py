@@ -5,13 +5,14 @@ pixels (an example with none contributes 0), then weighted by `LossConfig`. Batc
 the per-example terms and divides by the global batch size, so that under tf.distribute the
 replicas' sums add up to the mean over the global batch whatever the split.
 
-Terms (all offsets in input pixels; offset L1 losses are divided by the disk radius R):
+Terms (all offsets in input pixels; offset L1 losses are divided by `OFFSET_SCALE`, a constant
+independent of the disk radius R, so that the R ablation changes the disks alone):
 - heatmap: BCE of the disk logits over all pixels and types, weight `keypoint_weight` (eq. 1).
-- keycentroid: L1 norm |pred - target|_1 / R of the KeyCentroid vectors, mean over disk pixels
+- keycentroid: L1 norm |pred - target|_1 / OFFSET_SCALE of the KeyCentroid vectors, mean over disk pixels
   (`keycentroid_weight`).
 - midrange: the same for mid-range offsets over source disks (`midrange_weight`).
 - seg: person-mask BCE, weight `seg_weight`.
-- mask_offset: L1 / R of the MaskCentroid offsets (eq. 5), weight `mask_offset_weight`.
+- mask_offset: L1 / OFFSET_SCALE of the MaskCentroid offsets (eq. 5), weight `mask_offset_weight`.
 - membership (eq. 7): on the mask grid, embedding e_i = p_i + v_i (p_i = the pixel's input
   position, v_i the predicted offset). For each instance j present (`instance_ids == j + 1`) its
   centre C_j and sigma_j = sigma_igo * sqrt(area_j), area_j = pixel count * 4^2 input pixels^2;
@@ -30,7 +31,7 @@ from typing import Dict, Mapping, Optional
 
 import tensorflow as tf
 
-from kdc_tf.config import MASK_STRIDE, EncoderConfig, LossConfig
+from kdc_tf.config import MASK_STRIDE, OFFSET_SCALE, EncoderConfig, LossConfig
 
 TARGET_KEYS = ("heatmap", "keypoint_weight", "keycentroid", "keycentroid_weight", "midrange",
                "midrange_weight", "seg", "seg_weight", "mask_offset", "mask_offset_weight",
@@ -143,7 +144,7 @@ def per_example_losses(targets: Mapping[str, tf.Tensor], outputs: Mapping[str, t
   _check_inputs(targets, outputs)
   t = {k: tf.cast(targets[k], tf.float32) for k in TARGET_KEYS if k != "instance_ids"}
   o = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
-  radius = encoder_config.disk_radius
+  radius = OFFSET_SCALE
   raw = {
       "heatmap": masked_bce(t["heatmap"], o["heatmap_logits"], t["keypoint_weight"]),
       "keycentroid": offset_l1(t["keycentroid"], o["keycentroid"], t["keycentroid_weight"],

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdc_tf.config import MASK_STRIDE, EncoderConfig, LossConfig
+from kdc_tf.config import MASK_STRIDE, OFFSET_SCALE, EncoderConfig, LossConfig
 from kdc_tf.datasets import COCO
 from kdc_tf.losses import (LOSS_TERMS, compute_losses, masked_bce, membership_loss, offset_l1,
                            per_example_losses)
@@ -75,6 +75,20 @@ def test_offset_l1_is_the_vector_l1_norm_over_radius_averaged_over_weighted_pixe
   prediction[0, 1, 0, 2:4] = [100.0, 100.0]  # unweighted: ignored
   loss = offset_l1(target, prediction, weights, radius=8.0).numpy()
   np.testing.assert_allclose(loss, [12.0 / 8.0 / 2.0])
+
+
+def test_offset_losses_do_not_depend_on_the_disk_radius():
+  """R changes the disks alone: the offset L1 terms are normalised by OFFSET_SCALE, not R."""
+  targets = _targets()
+  outputs = {k: v + 3.0 for k, v in _perfect_outputs(targets).items()}
+  losses = {radius: _numpy(per_example_losses(
+      targets, outputs, UNIT, EncoderConfig(input_size=33, disk_radius=radius, max_people=4)))
+            for radius in (8.0, 16.0, 32.0)}
+  for name in ("keycentroid", "midrange", "mask_offset"):
+    np.testing.assert_allclose(losses[8.0][name], losses[32.0][name], err_msg=name)
+    np.testing.assert_allclose(losses[16.0][name], losses[32.0][name], err_msg=name)
+  # Every offset is off by (3, 3): |error|_1 = 6 per weighted vector.
+  np.testing.assert_allclose(losses[8.0]["keycentroid"], 6.0 / OFFSET_SCALE, rtol=1e-5)
 
 
 def test_masked_bce_matches_numpy_and_ignores_zero_weight_pixels():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kdc_tf.config import OFFSET_SCALE
 from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.modeling import ModelConfig, build_kdc_model, build_trunk, trunk_name
 from kdc_tf.modeling.heads import AlignedUpsample
@@ -105,11 +106,13 @@ def test_crowdpose_heads_follow_its_spec():
   assert model.output["midrange"].shape[-1] == 2 * CROWDPOSE.num_directed_edges
 
 
-def test_offsets_are_head_output_times_disk_radius():
-  model = build_kdc_model(ModelConfig(depth="tiny", input_size=129, disk_radius=16.0))
+@pytest.mark.parametrize("disk_radius", [8.0, 32.0])
+def test_offsets_are_head_output_times_offset_scale_whatever_the_disk_radius(disk_radius):
+  model = build_kdc_model(ModelConfig(depth="tiny", input_size=129, disk_radius=disk_radius))
   image = np.random.default_rng(0).uniform(0, 255, (1, 129, 129, 3)).astype(np.float32)
-  raw = keras.Model(model.input, model.get_layer("keycentroid_raw").output)(image)
-  np.testing.assert_allclose(model(image)["keycentroid"], 16.0 * raw.numpy(), rtol=1e-5)
+  for name in ("keycentroid", "midrange", "mask_offset"):
+    raw = keras.Model(model.input, model.get_layer(f"{name}_raw").output)(image)
+    np.testing.assert_allclose(model(image)[name], OFFSET_SCALE * raw.numpy(), rtol=1e-5)
 
 
 def test_outputs_are_float32_under_mixed_precision():

@@ -15,7 +15,7 @@ from absl import flags
 from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments import train
-from kdc_tf.config import EncoderConfig
+from kdc_tf.config import OFFSET_SCALE, EncoderConfig
 from kdc_tf.modeling import ModelConfig
 from kdc_tf.training import (ExperimentConfig, NonFiniteLossError, TrainConfig, Trainer,
                              create_strategy, load_config, restore_model)
@@ -165,3 +165,15 @@ def test_a_model_dir_of_another_architecture_is_refused(resumed_run):
                                                                 mixed_precision=True))
   with pytest.raises(ValueError, match="another mixed precision configuration"):
     Trainer(mixed, resumed_run["model_dir"], create_strategy("one_device"))
+
+
+def test_model_dirs_from_before_the_offset_scale_keep_their_disk_radius_scale():
+  """Configs written before `ModelConfig.offset_scale` existed scaled offsets by R: kept so."""
+  values = ExperimentConfig(
+      model=ModelConfig(depth="tiny", input_size=129, disk_radius=8.0),
+      encoder=EncoderConfig(input_size=129, disk_radius=8.0)).to_dict()
+  assert values["model"]["offset_scale"] == OFFSET_SCALE
+  assert ExperimentConfig.from_dict(values).model.offset_scale == OFFSET_SCALE
+  del values["model"]["offset_scale"]
+  assert ExperimentConfig.from_dict(values).model.offset_scale == 8.0
+

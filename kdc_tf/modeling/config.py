@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from kdc_tf.config import GridGeometry
+from kdc_tf.config import OFFSET_SCALE, GridGeometry
 
 # Bottleneck blocks per stage and the first stage's bottleneck width (keras.applications ResNet v1;
 # 'tiny' is a narrow one-block-per-stage variant for tests and smoke runs).
@@ -29,8 +29,11 @@ class ModelConfig(GridGeometry):
   output_stride: int = 8
   dataset: str = "coco"
   input_size: int = 401
-  # Offsets are predicted in units of the disk radius and returned in input pixels.
   disk_radius: float = 32.0
+  # Offsets are predicted in units of `offset_scale` input pixels and returned in input pixels;
+  # `kdc_tf.config.OFFSET_SCALE`, independent of the disk radius (model_dirs written before this
+  # field existed used the disk radius: `ExperimentConfig.from_dict` restores that).
+  offset_scale: float = OFFSET_SCALE
   # Local keras.applications ImageNet weights (.h5, 'notop' or full); None = random init.
   weights: Optional[str] = None
   # Batch norm in inference mode (moving statistics, frozen scale/offset): for fine-tuning
@@ -48,6 +51,8 @@ class ModelConfig(GridGeometry):
     if self.depth not in TRUNK_DEPTHS:
       raise ValueError(f"depth must be one of {sorted(TRUNK_DEPTHS)}, got {self.depth!r}")
     self._check_geometry()
+    if self.offset_scale <= 0:
+      raise ValueError(f"offset_scale must be positive, got {self.offset_scale}")
     for name in ("neck_width", "pose_head_width", "low_level_width", "decoder_width"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -4,8 +4,8 @@ Kept light (at most ~10% over the trunk, experiments/bench_model.py measures it)
 reduction of the stride-8 (or 16) features, PoseNet = one 3x3 conv then 1x1 outputs on the pose
 grid, SegNet = a DeepLabv3+-style decoder (corner-aligned bilinear upsampling of the reduced
 features to the stride-4 grid, concatenated with a 1x1 projection of the trunk's stride-4 features,
-one 3x3 conv) then 1x1 outputs on the mask grid. Offsets are predicted in units of the disk radius
-and returned in input pixels; every output is float32, also under mixed precision.
+one 3x3 conv) then 1x1 outputs on the mask grid. Offsets are predicted in units of
+`ModelConfig.offset_scale` (a constant, not the disk radius) and returned in input pixels; every output is float32, also under mixed precision.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class AlignedUpsample(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kdc_tf")
 class Scale(keras.layers.Layer):
-  """Multiplies by a constant: offsets in disk radii -> input pixels."""
+  """Multiplies by a constant: offsets in units of `ModelConfig.offset_scale` -> input pixels."""
 
   def __init__(self, scale: float, **kwargs):
     super().__init__(**kwargs)
@@ -70,7 +70,7 @@ def _conv_bn_relu(x, filters: int, kernel_size: int, name: str):
 
 
 def _output(x, channels: int, name: str, scale: float | None = None):
-  """1x1 float32 output convolution, optionally scaled from disk radii to input pixels."""
+  """1x1 float32 output convolution, optionally scaled from offset units to input pixels."""
   raw_name = f"{name}_raw" if scale is not None else name
   x = keras.layers.Conv2D(channels, 1, dtype="float32", name=raw_name)(x)
   return x if scale is None else Scale(scale, dtype="float32", name=name)(x)
@@ -87,8 +87,8 @@ def pose_net(neck_features, config: ModelConfig) -> Dict[str, keras.KerasTensor]
   x = _conv_bn_relu(neck_features, config.pose_head_width, 3, name="pose_head")
   return {
       "heatmap_logits": _output(x, spec.num_keypoints, "heatmap_logits"),
-      "keycentroid": _output(x, 2 * spec.num_keypoints, "keycentroid", config.disk_radius),
-      "midrange": _output(x, 2 * spec.num_directed_edges, "midrange", config.disk_radius),
+      "keycentroid": _output(x, 2 * spec.num_keypoints, "keycentroid", config.offset_scale),
+      "midrange": _output(x, 2 * spec.num_directed_edges, "midrange", config.offset_scale),
   }
 
 
@@ -100,5 +100,5 @@ def seg_net(neck_features, stride4_features, config: ModelConfig) -> Dict[str, k
   x = _conv_bn_relu(x, config.decoder_width, 3, name="decoder_fuse")
   return {
       "seg_logits": _output(x, 1, "seg_logits"),
-      "mask_offset": _output(x, 2, "mask_offset", config.disk_radius),
+      "mask_offset": _output(x, 2, "mask_offset", config.offset_scale),
   }

@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from absl import logging
 import tensorflow as tf
 
 from kdc_tf.config import AugmentConfig, EncoderConfig, GroupingConfig, LossConfig
@@ -94,6 +95,13 @@ class ExperimentConfig:
     unknown = set(values) - set(sections)
     if unknown:
       raise ValueError(f"unknown experiment config sections {sorted(unknown)}")
+    model = values.get("model", {})
+    if "offset_scale" not in model:
+      # Written before the offset scale was decoupled from R: its heads scale by the disk radius.
+      radius = model.get("disk_radius", ModelConfig.disk_radius)
+      logging.info("experiment config without model.offset_scale: offsets in disk radii (%g px), "
+                   "as the model was trained.", radius)
+      values = {**values, "model": {**model, "offset_scale": radius}}
     return cls(**{name: section(**values.get(name, {})) for name, section in sections.items()})
 
 
