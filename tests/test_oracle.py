@@ -62,6 +62,7 @@ def test_oracle_printout_ends_with_the_summary_line(coco_oracle):
   lines = coco_oracle.lines()
   assert re.fullmatch(r"keypoints_AP=\d\.\d{3} segm_AP=\d\.\d{3}", lines[-1])
   assert any(line.startswith("segm AP ") and "vs ceiling" in line for line in lines)
+  assert f"segm_ceiling={coco_oracle.ceiling['AP']:.3f}" in lines[:-1]
 
 
 def test_crowdpose_oracle_has_no_masks(crowdpose_oracle):
