@@ -25,7 +25,7 @@ from absl import logging
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from kdc_tf.evaluation.results import PERSON_CATEGORY_ID, Result
+from kdc_tf.evaluation.results import PERSON_CATEGORY_ID, Result, validate_results
 
 KEYPOINTS = "keypoints"
 SEGM = "segm"
@@ -63,10 +63,13 @@ def _captured_stdout():
     yield buffer
 
 
-def load_coco(annotations: str) -> COCO:
-  """Loads a COCO-format annotation file quietly."""
+def coco_from_dataset(dataset: dict) -> COCO:
+  """A pycocotools COCO index of an in-memory COCO-format dataset, quietly."""
+  coco = COCO()
+  coco.dataset = dataset
   with _captured_stdout():
-    return COCO(annotations)
+    coco.createIndex()
+  return coco
 
 
 def ground_truth_has_masks(coco_gt: COCO) -> bool:
@@ -75,20 +78,10 @@ def ground_truth_has_masks(coco_gt: COCO) -> bool:
       coco_gt.getAnnIds(catIds=[PERSON_CATEGORY_ID])))
 
 
-def check_results(coco_gt: COCO, results: Sequence[Result], num_keypoints: int) -> None:
-  """Raises ValueError for results COCOeval would reject or mis-score."""
-  known = set(coco_gt.getImgIds())
-  unknown = sorted({r["image_id"] for r in results} - known)
-  if unknown:
-    raise ValueError(f"{len(unknown)} results image ids are not in the annotations "
-                     f"(first: {unknown[:5]}); wrong --annotations file?")
-  for r in results:
-    if r.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID:
-      raise ValueError(f"result for image {r['image_id']} has category_id {r['category_id']}; "
-                       f"only people (category {PERSON_CATEGORY_ID}) are evaluated")
-    if KEYPOINTS in r and len(r[KEYPOINTS]) != 3 * num_keypoints:
-      raise ValueError(f"result for image {r['image_id']} has {len(r[KEYPOINTS])} keypoint "
-                       f"values; expected 3 * {num_keypoints}")
+def check_results(coco_gt: COCO, results: Sequence[Result], num_keypoints: int) -> List[Result]:
+  """The results COCOeval can score (`results.validate_results`); ValueError for unsound ones."""
+  sizes = {image["id"]: (image["height"], image["width"]) for image in coco_gt.dataset["images"]}
+  return validate_results(results, sizes, num_keypoints)
 
 
 def _load_detections(coco_gt: COCO, detections: List[Result]) -> COCO:
@@ -169,7 +162,7 @@ def evaluate_coco(coco_gt: COCO,
                   oks_sigmas: Sequence[float],
                   image_ids: Optional[Sequence[int]] = None) -> EvaluationReport:
   """Keypoint AP, and mask AP when both the ground truth and the results have masks."""
-  check_results(coco_gt, results, len(oks_sigmas))
+  results = check_results(coco_gt, results, len(oks_sigmas))
   iou_types = [KEYPOINTS]
   if not ground_truth_has_masks(coco_gt):
     logging.info("The annotations have no segmentation: mask AP is not evaluated.")

@@ -65,7 +65,7 @@ def evaluate_crowdpose(coco_gt: COCO,
   `coco_gt` must have gone through `set_crowdpose_areas`. A band with no image reports -1.
   """
   sigmas = CROWDPOSE.oks_sigmas
-  check_results(coco_gt, results, len(sigmas))
+  results = check_results(coco_gt, results, len(sigmas))
   stats, table = run_cocoeval(coco_gt, results, KEYPOINTS, sigmas, image_ids)
   band_lines = []
   for name, band_ids in crowd_index_bands(coco_gt, image_ids).items():

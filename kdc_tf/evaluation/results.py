@@ -14,13 +14,16 @@ be a keypoint false positive; without masks it gives no result at all.
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any, Dict, List, Optional, Sequence
+import math
+import numbers
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import logging
 from pycocotools import mask as mask_utils
+
+from data_pipeline.annotations import valid_rle
+from kdc_tf.io_utils import atomic_write_json, load_json
 
 PERSON_CATEGORY_ID = 1
 
@@ -105,18 +108,14 @@ def grouping_to_results(image_id: int,
 
 
 def write_results(path: str, results: Sequence[Result]) -> None:
-  """Writes results dicts as the COCO results JSON list."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(list(results), f)
+  """Writes results dicts as the COCO results JSON list, atomically (never a partial file)."""
+  atomic_write_json(path, list(results))
   logging.info("Wrote %d results to %s", len(results), path)
 
 
 def read_results(path: str) -> List[Result]:
   """Reads a COCO results JSON file, checking that it is a list of detections."""
-  with open(path) as f:
-    results = json.load(f)
+  results = load_json(path)
   if not isinstance(results, list):
     raise ValueError(f"{path}: a COCO results file is a JSON list of detections, "
                      f"got {type(results).__name__}")
@@ -124,3 +123,70 @@ def read_results(path: str) -> List[Result]:
     if not isinstance(result, dict) or "image_id" not in result or "score" not in result:
       raise ValueError(f"{path}: entry {i} is not a detection with image_id and score")
   return results
+
+
+def _is_real(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _entry_problem(result: Any, image_sizes: Mapping[int, Tuple[int, int]],
+                   num_keypoints: int) -> Optional[str]:
+  """Why COCOeval would reject or mis-score one results entry; None if it is sound."""
+  if not isinstance(result, dict):
+    return f"is a {type(result).__name__}, not a detection dict"
+  image_id = result.get("image_id")
+  if not isinstance(image_id, numbers.Integral) or isinstance(image_id, bool):
+    return f"has image_id {image_id!r}, not an integer"
+  if image_id not in image_sizes:
+    return f"has image_id {image_id}, which is not in the annotations (wrong --annotations file?)"
+  category = result.get("category_id", PERSON_CATEGORY_ID)
+  if category != PERSON_CATEGORY_ID:
+    return (f"has category_id {category!r}; only people (category {PERSON_CATEGORY_ID}) are "
+            "evaluated")
+  score = result.get("score")
+  if not _is_real(score) or not math.isfinite(score):
+    return f"has score {score!r}, not a finite number"
+  if "keypoints" in result:
+    keypoints = result["keypoints"]
+    if not isinstance(keypoints, list) or len(keypoints) != 3 * num_keypoints:
+      count = len(keypoints) if isinstance(keypoints, list) else type(keypoints).__name__
+      return f"has {count} keypoint values; expected a list of 3 * {num_keypoints}"
+    if not all(_is_real(v) and math.isfinite(v) for v in keypoints):
+      return "has non-finite or non-numeric keypoint values"
+  if "segmentation" in result:
+    rle, (height, width) = result["segmentation"], image_sizes[image_id]
+    if not isinstance(rle, dict) or not valid_rle(rle, height, width):
+      size = rle.get("size") if isinstance(rle, dict) else type(rle).__name__
+      return (f"has a segmentation that is not a valid RLE of its image's size "
+              f"[{height}, {width}] (size {size})")
+  return None
+
+
+def validate_results(results: Sequence[Any], image_sizes: Mapping[int, Tuple[int, int]],
+                     num_keypoints: int) -> List[Result]:
+  """The results COCOeval can score; raises ValueError naming the first unsound entry.
+
+  Non-finite numbers, non-numeric scores, wrong keypoint counts, unknown image ids and RLEs whose
+  size or runs do not match the image are errors (pycocotools would score them, e.g. a NaN
+  keypoint as a perfect match, or crash). An entry with neither `keypoints` nor `segmentation`
+  cannot be scored at all: it is left out, counted and logged.
+
+  Args:
+    results: COCO results dicts.
+    image_sizes: `{image_id: (height, width)}` of the ground truth.
+    num_keypoints: K of the dataset.
+  """
+  kept, unscorable = [], []
+  for i, result in enumerate(results):
+    problem = _entry_problem(result, image_sizes, num_keypoints)
+    if problem is not None:
+      raise ValueError(f"results entry {i} {problem}: {str(result)[:120]}")
+    if "keypoints" in result or "segmentation" in result:
+      kept.append(result)
+    else:
+      unscorable.append(i)
+  if unscorable:
+    logging.warning("%d results entries have neither keypoints nor segmentation and are left out "
+                    "(entries %s%s)", len(unscorable), unscorable[:5],
+                    " ..." if len(unscorable) > 5 else "")
+  return kept
