@@ -177,3 +177,22 @@ def test_model_dirs_from_before_the_offset_scale_keep_their_disk_radius_scale():
   del values["model"]["offset_scale"]
   assert ExperimentConfig.from_dict(values).model.offset_scale == 8.0
 
+
+def test_absurd_learning_rate_on_resume_applies_and_never_saves_diverged_weights(resumed_run):
+  """A resume at lr 1e30: the new rate applies (it used to be silently replaced by the
+  checkpoint's), the diverged weights are never saved, and the stop names the last checkpoint
+  with finite weights, which restores to a model with a finite output."""
+  model_dir, config = resumed_run["model_dir"], resumed_run["config"]
+  absurd = dataclasses.replace(config, train=dataclasses.replace(
+      config.train, learning_rate=1e30, epochs=3, checkpoint_every=1))
+  trainer = Trainer(absurd, model_dir, create_strategy("one_device"))
+  assert float(trainer.optimizer.learning_rate.numpy()) == pytest.approx(1e30)
+  assert load_config(model_dir).train.learning_rate == 1e30
+  with pytest.raises(NonFiniteLossError, match=r"last checkpoint with finite weights is \S*ckpt-6"):
+    trainer.run(resumed_run["dataset"])
+  assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-6")
+  model, _ = restore_model(model_dir)
+  assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
+  images, _ = next(iter(resumed_run["dataset"]))
+  for value in model(images, training=False).values():
+    assert np.all(np.isfinite(value.numpy()))

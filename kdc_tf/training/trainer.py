@@ -5,7 +5,10 @@ scaling under mixed precision) and the step counter in its model_dir, then runs
 `config.train.total_steps` steps: per-replica losses normalised by the global batch
 (`kdc_tf.losses.compute_losses`), checkpoints every `checkpoint_every` steps, TensorBoard scalars
 for every loss term and image summaries, absl logging of progress and speed. A non-finite loss
-stops training before anything is saved, so the last checkpoint is the last good one.
+stops training before anything is saved, and a checkpoint is written only if its weights are
+finite and give a finite loss on the current batch (an absurd learning rate makes weights finite
+but huge, and the next step NaN), so the last checkpoint is always a usable one. On resume the
+configured learning rate wins over the one stored with the optimizer, and the change is logged.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import shutil
 import tempfile
 import time
 from typing import Dict, Optional
@@ -170,7 +174,27 @@ class Trainer:
       logging.info("No checkpoint in %s: starting from step 0", self.model_dir)
       return
     self.checkpoint.restore(latest).assert_existing_objects_matched()
+    if not self._weights_are_finite():
+      raise NonFiniteLossError(f"{latest} holds non-finite weights: resume from an earlier "
+                               "checkpoint (delete the later ones) or use a new --model_dir")
     logging.info("Restored %s: resuming at step %d", latest, int(self.step.numpy()))
+    self._apply_learning_rate()
+
+  def _apply_learning_rate(self) -> None:
+    """The configured learning rate wins over the one restored with the optimizer's state."""
+    configured = self.config.train.learning_rate
+    restored = float(self.optimizer.learning_rate.numpy())
+    if not np.isclose(restored, configured, rtol=1e-6, atol=0.0):
+      logging.warning("Learning rate: the checkpoint's optimizer had %g; the configured %g "
+                      "applies from step %d (recorded in %s and TensorBoard)", restored,
+                      configured, int(self.step.numpy()), self.model_dir)
+      self.optimizer.learning_rate = configured
+
+  def _weights_are_finite(self) -> bool:
+    """Whether every model and optimizer variable is finite."""
+    values = (np.asarray(v.numpy()) for v in
+              list(self.model.variables) + list(self.optimizer.variables))
+    return all(np.all(np.isfinite(a)) for a in values if np.issubdtype(a.dtype, np.floating))
 
   def _train_step_fn(self):
     model, optimizer, config = self.model, self.optimizer, self.config
@@ -193,6 +217,31 @@ class Trainer:
 
     return train_step
 
+  def _check_loss_fn(self):
+    """The total loss of the current weights on a batch, without an update (checkpoint check)."""
+    model, config = self.model, self.config
+
+    def replica_loss(images, targets):
+      outputs = model(images, training=False)
+      return compute_losses(targets, outputs, config.loss, config.encoder,
+                            config.train.batch_size)["total"]
+
+    def check_loss(batch):
+      per_replica = self.strategy.run(replica_loss, args=batch)
+      return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return check_loss
+
+  def _save(self, batch, step: int) -> None:
+    """Saves a checkpoint if the weights are finite and give a finite loss; else stops."""
+    loss = float(self._check_loss(batch))
+    if not (np.isfinite(loss) and self._weights_are_finite()):
+      raise NonFiniteLossError(
+          f"the weights after step {step} are not usable (non-finite weights, or loss {loss} on "
+          f"the current batch); training stopped without saving them. The last checkpoint with "
+          f"finite weights is {self.manager.latest_checkpoint}")
+    logging.info("Saved checkpoint %s", self.manager.save(checkpoint_number=step))
+
   def _write_images(self, batch, step: int) -> None:
     images, targets = batch
     local = self.strategy.experimental_local_results
@@ -207,6 +256,8 @@ class Trainer:
     train = self.config.train
     distributed = self.strategy.experimental_distribute_dataset(dataset.repeat())
     train_step = tf.function(self._train_step_fn(), input_signature=[distributed.element_spec])
+    self._check_loss = tf.function(self._check_loss_fn(),
+                                   input_signature=[distributed.element_spec])
     self._predict = tf.function(lambda images: self.model(images, training=False))
     writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
               if self.is_chief else tf.summary.create_noop_writer())
@@ -229,7 +280,8 @@ class Trainer:
         if not np.isfinite(losses["total"]):
           raise NonFiniteLossError(
               f"loss became {losses['total']} at step {step} ({losses}); training stopped, "
-              f"nothing saved after the last good checkpoint {self.manager.latest_checkpoint}")
+              f"nothing saved after it. The last checkpoint with finite weights is "
+              f"{self.manager.latest_checkpoint}")
         progress.add(losses)
         interval.add(losses)
         last = step == train.total_steps
@@ -240,12 +292,13 @@ class Trainer:
           for name, value in interval.mean_losses().items():
             tf.summary.scalar(f"loss/{name}", value, step=step)
           tf.summary.scalar("steps_per_second", interval.steps_per_second(), step=step)
-          tf.summary.scalar("learning_rate", train.learning_rate, step=step)
+          tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate.numpy()),
+                            step=step)
           interval = _Meter()
         if step % train.image_summary_every == 0 or last:
           self._write_images(batch, step)
         if step % train.checkpoint_every == 0 or last:
-          logging.info("Saved checkpoint %s", self.manager.save(checkpoint_number=step))
+          self._save(batch, step)
     writer.flush()
     return {**losses, "step": float(step)}
 
