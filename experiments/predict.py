@@ -7,7 +7,8 @@ Writes `output_dir/results.json` (COCO results: keypoints, score, RLE segmentati
 `output_dir/image_ids.json` (input file or frame -> image_id) and overlays: one PNG per image in
 `output_dir/overlays/`, or `output_dir/<video name>_overlay.mp4` for a video. Image ids are the
 file names' numbers when every name is a number (COCO's 000000000785.jpg -> 785), else 1, 2, ...
-in sorted order; a video's frames are numbered from 0.
+in sorted order; a video's frames are numbered from 0. The JSON files are written atomically, and a
+second run into the same --output_dir while one is running is refused.
 
 Grayscale, RGBA and 16-bit images are converted to 8-bit RGB; files that are not images, or do
 not decode, are skipped with the reason logged and counted. The model is an exported SavedModel
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import pathlib
 import time
@@ -34,6 +34,7 @@ from experiments import predictor_flags
 from kdc_tf.datasets import DatasetSpec, get_dataset_spec
 from kdc_tf.evaluation.results import grouping_to_results, write_results
 from kdc_tf.export import METADATA_FILE, SERVING_SIGNATURE, load_metadata
+from kdc_tf.io_utils import atomic_write_json, exclusive_output_dir
 from kdc_tf.visualization.overlay import draw_predictions
 
 FLAGS = flags.FLAGS
@@ -223,7 +224,14 @@ def predict_video(predict: PredictFn, spec: DatasetSpec, path: pathlib.Path,
 
 def run(predict: PredictFn, spec: DatasetSpec, input_path: str, output_dir: str,
         keypoint_threshold: float = 0.1, max_frames: int = 0) -> Summary:
-  """Dispatches an image file, a folder or a video to the functions above."""
+  """Dispatches an image file, a folder or a video to the functions above; a second run into
+  the same `output_dir` at the same time is refused (`io_utils.OutputDirBusyError`)."""
+  with exclusive_output_dir(output_dir):
+    return _run(predict, spec, input_path, output_dir, keypoint_threshold, max_frames)
+
+
+def _run(predict: PredictFn, spec: DatasetSpec, input_path: str, output_dir: str,
+         keypoint_threshold: float, max_frames: int) -> Summary:
   source, output = pathlib.Path(input_path), pathlib.Path(output_dir)
   if source.is_dir():
     paths = sorted(p for p in source.iterdir() if p.is_file())
@@ -256,8 +264,7 @@ def _collect(results: list, outputs: Dict[str, np.ndarray], image_id: int,
 
 def _write_outputs(output_dir: pathlib.Path, results: list, id_map: Dict[str, int]) -> None:
   write_results(str(output_dir / "results.json"), results)
-  with open(output_dir / "image_ids.json", "w") as f:
-    json.dump(id_map, f, indent=1)
+  atomic_write_json(str(output_dir / "image_ids.json"), id_map, indent=1)
 
 
 def _predict_fn_from_flags() -> Tuple[PredictFn, DatasetSpec]:

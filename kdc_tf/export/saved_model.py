@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from typing import Any, Dict, Union
 
 import keras
@@ -37,7 +39,8 @@ METADATA_FILE = os.path.join("assets.extra", "kdc_metadata.json")
 
 
 def export_saved_model(predictor: Predictor, export_dir: str) -> str:
-  """Writes `predictor` to `export_dir` (created; must not hold a SavedModel yet).
+  """Writes `predictor` to `export_dir` (created; must not hold a SavedModel yet), atomically on
+  local disks (a staging folder renamed into place).
 
   Written with `keras.export.ExportArchive`, which tracks the variables the endpoints capture:
   a plain `tf.saved_model.save` of a module holding a Keras 3 model reloads in TF2 Python but
@@ -59,10 +62,36 @@ def export_saved_model(predictor: Predictor, export_dir: str) -> str:
   archive.add_endpoint(SERVING_SIGNATURE, predictor.__call__, input_signature=[IMAGE_SIGNATURE])
   archive.add_endpoint(ENCODED_SIGNATURE, predict_encoded,
                        input_signature=[ENCODED_IMAGE_SIGNATURE])
-  archive.write_out(export_dir, verbose=False)
-  _write_metadata(predictor, export_dir)
+  if "://" in export_dir:  # Remote file systems cannot rename a folder atomically.
+    archive.write_out(export_dir, verbose=False)
+    _write_metadata(predictor, export_dir)
+  else:
+    _write_atomically(archive, predictor, export_dir)
   logging.info("Exported SavedModel to %s", export_dir)
   return export_dir
+
+
+def _write_atomically(archive: keras.export.ExportArchive, predictor: Predictor,
+                      export_dir: str) -> None:
+  """Writes the export into a staging folder beside `export_dir`, then renames it into place, so
+  TF Serving (which polls the version folders) never loads a half-written version."""
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.", suffix=".tmp",
+                             dir=parent)
+  try:
+    archive.write_out(staging, verbose=False)
+    _write_metadata(predictor, staging)
+    if os.path.isdir(export_dir) and not os.listdir(export_dir):
+      os.rmdir(export_dir)
+    try:
+      os.rename(staging, export_dir)
+    except OSError as e:
+      raise FileExistsError(f"{export_dir} appeared while exporting and is not empty ({e}); "
+                            "choose a new export_dir") from None
+  finally:
+    if os.path.isdir(staging):
+      shutil.rmtree(staging)
 
 
 def load_metadata(export_dir: str) -> Dict[str, Any]:

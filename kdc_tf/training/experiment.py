@@ -14,6 +14,7 @@ from absl import logging
 import tensorflow as tf
 
 from kdc_tf.config import AugmentConfig, EncoderConfig, GroupingConfig, LossConfig
+from kdc_tf.io_utils import atomic_write_text
 from kdc_tf.modeling.config import ModelConfig
 
 CONFIG_FILENAME = "experiment_config.json"
@@ -106,11 +107,15 @@ class ExperimentConfig:
 
 
 def save_config(config: ExperimentConfig, model_dir: str) -> str:
-  """Writes `model_dir/experiment_config.json`; returns its path."""
+  """Writes `model_dir/experiment_config.json` (atomically on local disks); returns its path."""
   tf.io.gfile.makedirs(model_dir)
   path = os.path.join(model_dir, CONFIG_FILENAME)
-  with tf.io.gfile.GFile(path, "w") as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
+  if "://" in model_dir:  # Remote file systems: tf.io.gfile, whose rename is not atomic anyway.
+    with tf.io.gfile.GFile(path, "w") as f:
+      f.write(text)
+  else:
+    atomic_write_text(path, text)
   return path
 
 

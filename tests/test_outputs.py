@@ -1,0 +1,58 @@
+"""Outputs are written atomically, and two runs into one output folder never mix (issue 12)."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from experiments import predict
+from kdc_tf.datasets import COCO
+from kdc_tf.evaluation import read_results, write_results
+from kdc_tf.io_utils import OutputDirBusyError, exclusive_output_dir
+from kdc_tf.training import ExperimentConfig, load_config, save_config
+
+
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
+  path = str(tmp_path / "results.json")
+  good = [{"image_id": 1, "category_id": 1, "score": 0.5, "keypoints": [0.0] * 51}]
+  write_results(path, good)
+  with pytest.raises(TypeError):  # json fails on the second entry, after the first was encoded
+    write_results(path, good + [{"image_id": 2, "score": object()}])
+  assert read_results(path) == good
+  assert os.listdir(tmp_path) == ["results.json"]  # no temporary file left behind
+
+
+def test_config_write_is_atomic(tmp_path, monkeypatch):
+  save_config(ExperimentConfig(), str(tmp_path))
+  before = (tmp_path / "experiment_config.json").read_text()
+
+  def crash(*args):
+    raise OSError("disk full")
+
+  monkeypatch.setattr(os, "replace", crash)
+  with pytest.raises(OSError, match="disk full"):
+    save_config(ExperimentConfig(), str(tmp_path))
+  assert (tmp_path / "experiment_config.json").read_text() == before
+  assert load_config(str(tmp_path)) == ExperimentConfig()
+  assert sorted(os.listdir(tmp_path)) == ["experiment_config.json"]
+
+
+def _no_people(image):
+  h, w = image.shape[:2]
+  return {"keypoints": np.zeros((2, 17, 3), np.float32), "scores": np.zeros(2, np.float32),
+          "masks": np.zeros((2, h, w), np.uint8), "num_people": np.int32(0)}
+
+
+def test_a_second_predict_run_into_the_same_folder_is_refused(tmp_path):
+  images = tmp_path / "in"
+  images.mkdir()
+  cv2.imwrite(str(images / "7.png"), np.zeros((20, 30, 3), np.uint8))
+  out = str(tmp_path / "out")
+  with exclusive_output_dir(out):  # the first run, still writing
+    with pytest.raises(OutputDirBusyError, match="in use by another run"):
+      predict.run(_no_people, COCO, str(images), out)
+  summary = predict.run(_no_people, COCO, str(images), out)  # free again
+  assert summary.processed == 1
+  assert json.loads((tmp_path / "out" / "image_ids.json").read_text()) == {"7.png": 7}
