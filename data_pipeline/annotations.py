@@ -199,20 +199,29 @@ def rasterize_segmentation(segmentation: Segmentation, height: int, width: int) 
 
 def load_image_bytes(record: ImageRecord) -> bytes:
   """The encoded image file, checked to decode in TF at the annotated size; raises ImageError."""
+  return _read_checked_image(record)[0]
+
+
+def load_image(record: ImageRecord) -> tf.Tensor:
+  """The decoded uint8 RGB image `[H, W, 3]`, checked like `load_image_bytes`."""
+  return _read_checked_image(record)[1]
+
+
+def _read_checked_image(record: ImageRecord) -> Tuple[bytes, tf.Tensor]:
   try:
     with open(record.image_path, "rb") as f:
       data = f.read()
   except FileNotFoundError:
     raise ImageError(SkipReason.MISSING_IMAGE, record.image_path) from None
   try:
-    shape = tf.io.decode_image(data, channels=3, expand_animations=False).shape
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
   except tf.errors.OpError as e:
     raise ImageError(SkipReason.CORRUPT_IMAGE, f"{record.image_path}: {e.message}") from None
-  if tuple(shape[:2]) != (record.height, record.width):
+  if tuple(image.shape[:2]) != (record.height, record.width):
     raise ImageError(SkipReason.IMAGE_SIZE_MISMATCH,
-                     f"{record.image_path}: {tuple(shape[:2])} vs annotated "
+                     f"{record.image_path}: {tuple(image.shape[:2])} vs annotated "
                      f"{(record.height, record.width)}")
-  return data
+  return data, image
 
 
 def clean_coco_dataset(data: Any, dataset: str, source: str, skips: SkipCounter,

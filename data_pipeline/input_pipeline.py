@@ -45,7 +45,8 @@ def _make_example_fn(encoder_config: EncoderConfig, augment_config: Optional[Aug
 def build_dataset(file_pattern: str, encoder_config: EncoderConfig,
                   augment_config: AugmentConfig, batch_size: int, training: bool,
                   seed: Optional[int] = None, deterministic: bool = False,
-                  shuffle_buffer: int = 256) -> tf.data.Dataset:
+                  shuffle_buffer: int = 256,
+                  skip_corrupt_records: bool = False) -> tf.data.Dataset:
   """A batched dataset of (image [B, S, S, 3], targets) from TFRecords (tfrecord_io format).
 
   Args:
@@ -58,6 +59,9 @@ def build_dataset(file_pattern: str, encoder_config: EncoderConfig,
     deterministic: reproducible order and content for a given seed (tf.data deterministic mode);
       False lets parallel stages emit out of order, which is faster.
     shuffle_buffer: records in the shuffle buffer (training).
+    skip_corrupt_records: read every shard first (`tfrecord_io.check_shards`), log what the
+      corrupt ones lose, and train on the readable records; by default a corrupt record is a
+      DataLossError (which `tfrecord_io.check_shards` can attribute to its shard).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -72,8 +76,17 @@ def build_dataset(file_pattern: str, encoder_config: EncoderConfig,
   dataset = tf.data.Dataset.from_tensor_slices(files)
   if training:
     dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  reader = tf.data.TFRecordDataset
+  if skip_corrupt_records:
+    checks = tfrecord_io.check_shards(files)
+    corrupt = tfrecord_io.corrupt_shards_message(checks)
+    if corrupt:
+      logging.warning("--skip_corrupt_records: %d of %d shards are corrupt; training on the "
+                      "%d readable records:\n%s", corrupt.count("\n") + 1, len(files),
+                      sum(c.records for c in checks), corrupt)
+    reader = lambda path: tf.data.TFRecordDataset(path).ignore_errors()  # noqa: E731
   dataset = dataset.interleave(
-      tf.data.TFRecordDataset, cycle_length=min(len(files), _MAX_PARALLEL_READS),
+      reader, cycle_length=min(len(files), _MAX_PARALLEL_READS),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=order_matters)
   if training:
     dataset = dataset.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)

@@ -19,8 +19,10 @@ PNG decode gives every mask bit-exact, and overlapping masks stay independent.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import re
 from typing import List, Optional, Sequence, Union
 
 import cv2
@@ -212,3 +214,46 @@ def list_tfrecord_files(pattern: Union[str, Sequence[str]]) -> List[str]:
         "data_pipeline.create_tfrecords --annotations=... --images=... --output=PREFIX`, then "
         "pass 'PREFIX-*.tfrecord'.")
   return files
+
+
+@dataclasses.dataclass
+class ShardCheck:
+  """One TFRecord file read end to end: its readable records and, if corrupt, where it broke."""
+
+  path: str
+  records: int
+  error: Optional[str] = None
+  dropped_bytes: int = 0
+
+  def describe(self) -> str:
+    if self.error is None:
+      return f"{self.path}: {self.records} records"
+    return (f"{self.path}: corrupt after {self.records} readable records ({self.error}); "
+            f"the remaining {self.dropped_bytes} bytes of the shard are unreadable")
+
+
+def check_shards(files: Sequence[str]) -> List[ShardCheck]:
+  """Reads every file to the end (or its first corrupt record), counting readable records.
+
+  TF's own error for a corrupt record does not name the file; this does, and says how much a
+  `skip_corrupt_records` reader drops (a reader cannot resynchronise after a bad record: the rest
+  of the shard is lost).
+  """
+  checks = []
+  for path in files:
+    records, error, dropped = 0, None, 0
+    try:
+      for _ in tf.data.TFRecordDataset(path, buffer_size=1 << 20):
+        records += 1
+    except tf.errors.DataLossError as e:
+      error = e.message.split("[Op:")[0].split("}}")[-1].strip()
+      offset = re.search(r"record at (\d+)", e.message)
+      size = tf.io.gfile.stat(path).length
+      dropped = size - int(offset.group(1)) if offset else size
+    checks.append(ShardCheck(path, records, error, dropped))
+  return checks
+
+
+def corrupt_shards_message(checks: Sequence[ShardCheck]) -> str:
+  """The corrupt shards of `check_shards`, one per line ('' when every shard is whole)."""
+  return "\n".join(check.describe() for check in checks if check.error is not None)

@@ -24,6 +24,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 from pycocotools.coco import COCO
 
+from data_pipeline import annotations as annotation_reader
 from kdc_tf import evaluation, export
 from kdc_tf.datasets import get_dataset_spec
 from kdc_tf.evaluation.progress import Progress
@@ -47,6 +48,8 @@ def define_flags() -> None:
                        "(scale - 1) must be a multiple of the output stride, e.g. 401, 641, 801.")
   flags.DEFINE_integer("max_images", None, "Evaluate only the first N images (mode B).")
   flags.DEFINE_string("output", None, "Where to write the results JSON (required in mode B).")
+  flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image (mode B); "
+                    "by default it is skipped, counted and left out of the evaluation.")
   flags.mark_flag_as_required("annotations")
   flags.register_multi_flags_validator(
       ["results", "checkpoint", "saved_model", "images", "output"], _valid_mode,
@@ -86,34 +89,43 @@ def _check_keypoint_layout(num_keypoints: int, dataset: str, source: str) -> Non
                      f"{expected}")
 
 
-def _image_paths(coco_gt: COCO, image_ids: Sequence[int], images_dir: str) -> List[str]:
-  paths = [os.path.join(images_dir, image["file_name"]) for image in coco_gt.loadImgs(image_ids)]
-  missing = [p for p in paths if not os.path.exists(p)]
-  if missing:
-    raise FileNotFoundError(f"{len(missing)} of {len(paths)} images are not in {images_dir} "
-                            f"(first: {missing[0]})")
-  return paths
-
-
 def predict_dataset(predict: PredictFn, coco_gt: COCO, images_dir: str,
-                    max_images: Optional[int] = None) -> Tuple[List[Result], List[int]]:
-  """Runs the model on each annotated image; returns (results, evaluated image ids)."""
+                    max_images: Optional[int] = None,
+                    fail_on_bad_image: bool = False) -> Tuple[List[Result], List[int]]:
+  """Runs the model on each annotated image; returns (results, evaluated image ids).
+
+  A missing or corrupt image, or one whose size is not the annotated one, is skipped, counted and
+  left out of the evaluation (`fail_on_bad_image`: an error naming it instead).
+  """
   image_ids = sorted(coco_gt.getImgIds())[:max_images]
-  paths = _image_paths(coco_gt, image_ids, images_dir)
-  results = []
+  results, evaluated = [], []
+  skips = annotation_reader.SkipCounter()
   progress = Progress(len(image_ids), "predict")
-  for image_id, path, info in zip(image_ids, paths, coco_gt.loadImgs(image_ids)):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    if tuple(image.shape[:2]) != (info["height"], info["width"]):
-      raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]} but the annotations say "
-                       f"{info['width']}x{info['height']}: the results would be misplaced")
+  for info in coco_gt.loadImgs(image_ids):
+    record = annotation_reader.ImageRecord(
+        image_id=info["id"], image_path=os.path.join(images_dir, info["file_name"]),
+        height=info["height"], width=info["width"], has_masks=False)
+    try:
+      image = annotation_reader.load_image(record)
+    except annotation_reader.ImageError as e:
+      if fail_on_bad_image:
+        raise ValueError(f"image {info['id']}: {e}") from None
+      logging.warning("Skipping image %d (not evaluated): %s", info["id"], e)
+      skips.add(e.reason, str(e))
+      continue
     outputs = predict(image)
-    results += evaluation.grouping_to_results(image_id, outputs["keypoints"], outputs["scores"],
+    results += evaluation.grouping_to_results(info["id"], outputs["keypoints"], outputs["scores"],
                                               outputs["num_people"], outputs.get("masks"))
+    evaluated.append(info["id"])
     progress.update()
-  logging.info("Predicted %d people on %d images in %.1f s", len(results), len(image_ids),
+  if skips.total():
+    logging.warning("%d of %d images skipped and left out of the evaluation:\n%s",
+                    skips.total(), len(image_ids), skips.summary())
+  if not evaluated:
+    raise ValueError(f"none of the {len(image_ids)} images in {images_dir} could be read")
+  logging.info("Predicted %d people on %d images in %.1f s", len(results), len(evaluated),
                progress.elapsed_seconds)
-  return results, image_ids
+  return results, evaluated
 
 
 def main(argv: Sequence[str]) -> None:
@@ -127,7 +139,8 @@ def main(argv: Sequence[str]) -> None:
       predict = _checkpoint_predictor(FLAGS.checkpoint, FLAGS.dataset, FLAGS.test_scale)
     else:
       predict = _saved_model_predictor(FLAGS.saved_model, FLAGS.dataset, FLAGS.test_scale)
-    results, image_ids = predict_dataset(predict, coco_gt, FLAGS.images, FLAGS.max_images)
+    results, image_ids = predict_dataset(predict, coco_gt, FLAGS.images, FLAGS.max_images,
+                                         FLAGS.fail_on_bad_image)
   if FLAGS.output:
     evaluation.write_results(FLAGS.output, results)
   report = evaluation.evaluate(results, coco_gt, FLAGS.dataset, image_ids)

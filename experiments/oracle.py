@@ -53,6 +53,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("output_stride", 8, "Pose grid stride of the encoder (8 or 16).")
   flags.DEFINE_integer("max_images", None, "Only the first N images.")
   flags.DEFINE_string("output", None, "Optional: write the oracle's COCO results JSON here.")
+  flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image; by default "
+                    "it is skipped, counted and left out of the evaluation.")
   flags.DEFINE_bool("jit_compile", False, "Compile the grouping with XLA (pays a compilation first; "
                     "faster per image on long runs).")
   flags.DEFINE_enum("synthetic", None, ["occlusion"], "Instead of --annotations/--images: "
@@ -92,15 +94,35 @@ class OracleReport:
 
 
 def decoded_examples(annotations_path: str, images_dir: str, dataset: str,
-                     max_images: Optional[int] = None) -> Iterator[dict]:
-  """Decoded examples (ARCHITECTURE.md 1) through the training path: reader, TFRecord, decode."""
+                     max_images: Optional[int] = None,
+                     fail_on_bad_image: bool = False) -> Iterator[dict]:
+  """Decoded examples (ARCHITECTURE.md 1) through the training path: reader, TFRecord, decode.
+
+  A missing or corrupt image is skipped and counted like the TFRecord writer does
+  (`fail_on_bad_image`: an error naming it instead).
+  """
   num_keypoints = get_dataset_spec(dataset).num_keypoints
-  records = annotation_readers.read_annotations(annotations_path, images_dir, dataset).images
-  records = sorted(records, key=lambda r: r.image_id)[:max_images]
+  data = annotation_readers.read_annotations(annotations_path, images_dir, dataset)
+  missing = data.skips[annotation_readers.SkipReason.MISSING_IMAGE]
+  if fail_on_bad_image and missing:
+    examples = data.skips.examples[annotation_readers.SkipReason.MISSING_IMAGE]
+    raise ValueError(f"{missing} images of {annotations_path} are missing from {images_dir} "
+                     f"(e.g. {'; '.join(examples)})")
+  records = sorted(data.images, key=lambda r: r.image_id)[:max_images]
+  skipped = annotation_readers.SkipCounter()
   for record in records:
-    serialized = create_tfrecords.serialize_record(
-        record, annotation_readers.load_image_bytes(record), num_keypoints)
+    try:
+      image_bytes = annotation_readers.load_image_bytes(record)
+    except annotation_readers.ImageError as e:
+      if fail_on_bad_image:
+        raise ValueError(f"image {record.image_id}: {e}") from None
+      logging.warning("Skipping image %d (not evaluated): %s", record.image_id, e)
+      skipped.add(e.reason, str(e))
+      continue
+    serialized = create_tfrecords.serialize_record(record, image_bytes, num_keypoints)
     yield tfrecord_io.decode_example(tf.constant(serialized), num_keypoints)
+  if skipped.total():
+    skipped.log(f"oracle: images skipped and left out of the evaluation ({images_dir})")
 
 
 class Oracle:
@@ -128,13 +150,17 @@ class Oracle:
 def run_oracle(annotations_path: str, images_dir: str, dataset: str, test_scale: int,
                output_stride: int = 8, max_images: Optional[int] = None,
                grouping_config: Optional[GroupingConfig] = None,
-               jit_compile: bool = False) -> OracleReport:
-  """Runs the oracle over the images of an annotation file and evaluates it."""
+               jit_compile: bool = False, fail_on_bad_image: bool = False) -> OracleReport:
+  """Runs the oracle over the images of an annotation file and evaluates it; unreadable images
+  are skipped and counted (`fail_on_bad_image`: an error)."""
   encoder_config = EncoderConfig(dataset=dataset, input_size=test_scale,
                                  output_stride=output_stride)
   oracle = Oracle(encoder_config, grouping_config or GroupingConfig(), jit_compile)
   coco_gt = evaluation.load_ground_truth(annotations_path, dataset)
-  examples = list(decoded_examples(annotations_path, images_dir, dataset, max_images))
+  examples = list(decoded_examples(annotations_path, images_dir, dataset, max_images,
+                                   fail_on_bad_image))
+  if not examples:
+    raise ValueError(f"no image of {annotations_path} could be read from {images_dir}")
   has_masks = bool(examples) and all(bool(e["has_masks"]) for e in examples)
 
   results, ceiling_results, image_ids = [], [], []
@@ -174,7 +200,8 @@ def main(argv: Sequence[str]) -> None:
       images, dataset = f"{directory}/images", "coco"
     oracle_report = run_oracle(annotations, images, dataset, FLAGS.test_scale,
                                FLAGS.output_stride, FLAGS.max_images,
-                               jit_compile=FLAGS.jit_compile)
+                               jit_compile=FLAGS.jit_compile,
+                               fail_on_bad_image=FLAGS.fail_on_bad_image)
   if FLAGS.output:
     evaluation.write_results(FLAGS.output, oracle_report.results)
   logging.info("Oracle done.")

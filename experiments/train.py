@@ -73,6 +73,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                     "CPUs); multi_worker: TF_CONFIG; one_device.", **fv)
   flags.DEFINE_bool("mixed_precision", train.mixed_precision,
                     "mixed_float16 compute with dynamic loss scaling.", **fv)
+  flags.DEFINE_bool("skip_corrupt_records", False, "Train on the readable records of corrupt "
+                    "TFRecord shards (each shard is checked first; what is dropped is logged); "
+                    "by default a corrupt shard stops training with its name.", **fv)
   flags.DEFINE_integer("seed", None, "Seed of initialisation and input pipeline (reproducible "
                        "input order when set).", **fv)
   for field, name in _LOSS_FLAGS.items():
@@ -99,7 +102,13 @@ def _steps_per_epoch(pattern: str) -> int:
   if FLAGS.steps_per_epoch:
     return FLAGS.steps_per_epoch
   files = tfrecord_io.list_tfrecord_files(pattern)
-  records = int(tf.data.TFRecordDataset(files).reduce(0, lambda count, _: count + 1))
+  checks = tfrecord_io.check_shards(files)
+  corrupt = tfrecord_io.corrupt_shards_message(checks)
+  if corrupt and not FLAGS.skip_corrupt_records:
+    logging.error("Corrupt TFRecord shards (rerun with --skip_corrupt_records to train on their "
+                  "readable records):\n%s", corrupt)
+    sys.exit(1)
+  records = sum(check.records for check in checks)
   steps = max(1, records // FLAGS.batch_size)
   logging.info("%d training records: %d steps per epoch (set --steps_per_epoch to skip counting)",
                records, steps)
@@ -138,11 +147,19 @@ def main(argv: List[str]) -> None:
   trainer = Trainer(config, FLAGS.model_dir, strategy)
   dataset = build_dataset(pattern, config.encoder, config.augment, config.train.batch_size,
                           training=True, seed=config.train.seed,
-                          deterministic=config.train.seed is not None)
+                          deterministic=config.train.seed is not None,
+                          skip_corrupt_records=FLAGS.skip_corrupt_records)
   try:
     losses = trainer.run(dataset)
   except NonFiniteLossError as error:
     logging.error("%s", error)
+    sys.exit(1)
+  except tf.errors.DataLossError as error:
+    corrupt = tfrecord_io.corrupt_shards_message(
+        tfrecord_io.check_shards(tfrecord_io.list_tfrecord_files(pattern)))
+    logging.error("A corrupt TFRecord record stopped training (%s). Corrupt shards:\n%s\n"
+                  "Rerun with --skip_corrupt_records to train on their readable records.",
+                  error.message.split("[Op:")[0].strip(), corrupt or "(none found on rereading)")
     sys.exit(1)
   logging.info("Finished at step %d: %s", int(losses.pop("step")),
                " ".join(f"{k} {v:.4f}" for k, v in losses.items()))

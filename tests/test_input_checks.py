@@ -147,3 +147,37 @@ def test_entries_without_keypoints_or_mask_are_left_out_and_counted(ground_truth
   assert kept == results[:1]
   report = evaluation.evaluate(results, ground_truth, "coco")
   assert report.table.startswith("keypoints: 1 images, 1 detections")
+
+
+@pytest.fixture
+def images_with_a_corrupt_one(tmp_path):
+  """Two annotated images: a good PNG and a corrupt JPEG, with one person each."""
+  cv2.imwrite(str(tmp_path / "good.png"), np.full((40, 50, 3), 90, np.uint8))
+  (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
+  path = _write(tmp_path, [_image(1, file_name="good.png"), _image(2, file_name="bad.jpg")],
+                [_person(1), _person(2, image_id=2)])
+  return path, str(tmp_path)
+
+
+def test_evaluate_skips_a_corrupt_image_and_counts_it(images_with_a_corrupt_one):
+  from experiments import evaluate
+  path, images = images_with_a_corrupt_one
+  coco_gt = evaluation.load_ground_truth(path, "coco")
+  seen = []
+
+  def predict(image):
+    seen.append(image.shape)
+    return {"keypoints": np.zeros((1, 17, 3)), "scores": np.zeros(1), "num_people": 0}
+
+  results, image_ids = evaluate.predict_dataset(predict, coco_gt, images)
+  assert image_ids == [1] and seen == [(40, 50, 3)] and results == []
+  with pytest.raises(ValueError, match=r"image 2: .*bad\.jpg"):
+    evaluate.predict_dataset(predict, coco_gt, images, fail_on_bad_image=True)
+
+
+def test_oracle_skips_a_corrupt_image_and_counts_it(images_with_a_corrupt_one):
+  from experiments import oracle
+  path, images = images_with_a_corrupt_one
+  assert [int(e["image_id"]) for e in oracle.decoded_examples(path, images, "coco")] == [1]
+  with pytest.raises(ValueError, match=r"image 2: .*bad\.jpg"):
+    list(oracle.decoded_examples(path, images, "coco", fail_on_bad_image=True))

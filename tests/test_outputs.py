@@ -56,3 +56,11 @@ def test_a_second_predict_run_into_the_same_folder_is_refused(tmp_path):
   summary = predict.run(_no_people, COCO, str(images), out)  # free again
   assert summary.processed == 1
   assert json.loads((tmp_path / "out" / "image_ids.json").read_text()) == {"7.png": 7}
+
+
+def test_a_truncated_config_is_an_error_naming_it(tmp_path):
+  path = save_config(ExperimentConfig(), str(tmp_path))
+  with open(path, "r+") as f:
+    f.truncate(100)
+  with pytest.raises(ValueError, match=r"experiment_config\.json: not valid JSON"):
+    load_config(str(tmp_path))

@@ -124,4 +124,8 @@ def load_config(model_dir: str) -> ExperimentConfig:
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"no {CONFIG_FILENAME} in {model_dir}: not a kdc-tf model_dir")
   with tf.io.gfile.GFile(path) as f:
-    return ExperimentConfig.from_dict(json.load(f))
+    try:
+      values = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e}); truncated?") from None
+  return ExperimentConfig.from_dict(values)
