@@ -12,80 +12,24 @@ pixels; images, masks and keypoints all go through the same `A`, so they stay re
   * keypoints: (x, y) mapped by `A` exactly; a flip (det A < 0) permutes the types with
     DatasetSpec.flip_permutation; a keypoint outside [0, S - 1] becomes (0, 0, 0).
 
-Deterministic resize (oracle, evaluation, serving): `inference_scale` = (S - 1) / (max(H, W) - 1), so
-that the first and last pixel of the long side land exactly on the first and last input pixel (and on
-the corner grid points); the short side is padded with zeros at the bottom/right. An input pixel x
-maps back to the original pixel x / scale.
+The deterministic resize (oracle, evaluation) is `resize_and_pad_example`, built on
+`kdc_tf.geometry`, which owns the inference scale and the warps shared with serving.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from kdc_tf.config import MASK_STRIDE, AugmentConfig, grid_size
+from kdc_tf import geometry
+from kdc_tf.config import AugmentConfig
 from kdc_tf.datasets import DatasetSpec
+from kdc_tf.geometry import inference_scale, warp_image, warp_masks
 
 # Keys of the decoded example that pass through augmentation unchanged.
 _PASSTHROUGH_KEYS = ("image_id", "person_ids", "has_masks")
-
-
-def inference_scale(height, width, input_size: int) -> tf.Tensor:
-  """Input pixels per original pixel when the long side is fitted to the input (corner-aligned).
-
-  scale = (S - 1) / (max(H, W) - 1): pixel 0 -> 0 and pixel max(H, W) - 1 -> S - 1. A 1-pixel image
-  (max side 1) uses a denominator of 1.
-  """
-  long_side = tf.maximum(tf.cast(height, tf.float32), tf.cast(width, tf.float32))
-  return tf.constant(input_size - 1, tf.float32) / tf.maximum(long_side - 1.0, 1.0)
-
-
-def _scale_matrix(scale: tf.Tensor) -> tf.Tensor:
-  zero, one = tf.zeros([], tf.float32), tf.ones([], tf.float32)
-  return tf.stack([tf.stack([scale, zero, zero]),
-                   tf.stack([zero, scale, zero]),
-                   tf.stack([zero, zero, one])])
-
-
-def inference_matrix(height, width, input_size: int) -> tf.Tensor:
-  """The 3x3 affine of `resize_and_pad`: a uniform scale by `inference_scale`, no translation."""
-  return _scale_matrix(inference_scale(height, width, input_size))
-
-
-def _projective_transform(images: tf.Tensor, matrix: tf.Tensor, output_size: int,
-                          interpolation: str) -> tf.Tensor:
-  """Samples images [B, H, W, C] at matrix^-1 (x, y) of each output pixel; zero fill outside.
-
-  `matrix` maps source pixels to output pixels (so the op gets its inverse, output -> source).
-  """
-  inverse = tf.linalg.inv(tf.cast(matrix, tf.float32))
-  inverse = inverse / inverse[2, 2]
-  transforms = tf.reshape(inverse, [9])[:8][tf.newaxis]
-  return tf.raw_ops.ImageProjectiveTransformV3(
-      images=images, transforms=transforms, output_shape=tf.constant([output_size, output_size]),
-      fill_value=tf.constant(0.0), interpolation=interpolation, fill_mode="CONSTANT")
-
-
-def warp_image(image: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
-  """Image [H, W, 3] (uint8 or float) -> float32 [S, S, 3], bilinear, zero outside the source."""
-  image = tf.cast(image, tf.float32)[tf.newaxis]
-  return _projective_transform(image, matrix, input_size, "BILINEAR")[0]
-
-
-def _mask_grid_matrix(matrix: tf.Tensor) -> tf.Tensor:
-  """Composes `matrix` with the mask grid: grid point (r, c) is the input pixel (4c, 4r)."""
-  to_grid = _scale_matrix(tf.constant(1.0 / MASK_STRIDE, tf.float32))
-  return to_grid @ tf.cast(matrix, tf.float32)
-
-
-def warp_masks(masks: tf.Tensor, matrix: tf.Tensor, input_size: int) -> tf.Tensor:
-  """Masks [N, H, W] uint8 -> [N, M, M] uint8 sampled (nearest) on the stride-4 input grid."""
-  mask_grid = grid_size(input_size, MASK_STRIDE)
-  warped = _projective_transform(
-      masks[..., tf.newaxis], _mask_grid_matrix(matrix), mask_grid, "NEAREST")
-  return warped[..., 0]
 
 
 def transform_keypoints(keypoints: tf.Tensor, matrix: tf.Tensor, input_size: int,
@@ -128,28 +72,14 @@ def warp_example(example: dict, matrix: tf.Tensor, input_size: int,
   return augmented
 
 
-def resize_and_pad_image(image: tf.Tensor, input_size: int) -> Tuple[tf.Tensor, tf.Tensor]:
-  """Image [H, W, 3] -> (float32 [S, S, 3], scale): long side fitted to S, zero pad bottom/right.
+def resize_and_pad_example(example: dict, input_size: int) -> dict:
+  """Decoded example -> augmented example (ARCHITECTURE.md 2) by the deterministic inference resize.
 
-  Works with dynamic H, W (e.g. a tf.function with input_signature [None, None, 3]). Original pixel
-  x maps to input pixel x * scale.
+  The image goes through exactly `geometry.resize_and_pad_image`, the transform serving uses.
   """
-  shape = tf.shape(image)
-  matrix = inference_matrix(shape[0], shape[1], input_size)
-  return warp_image(image, matrix, input_size), matrix[0, 0]
-
-
-def resize_and_pad(example_or_image: Union[dict, tf.Tensor], input_size: int):
-  """The deterministic inference transform (no augmentation).
-
-  A decoded example (dict) gives the augmented example of ARCHITECTURE.md section 2; an image tensor
-  gives `resize_and_pad_image(image, input_size)`, i.e. (image, scale).
-  """
-  if not isinstance(example_or_image, dict):
-    return resize_and_pad_image(example_or_image, input_size)
-  shape = tf.shape(example_or_image["image"])
-  matrix = inference_matrix(shape[0], shape[1], input_size)
-  return warp_example(example_or_image, matrix, input_size)
+  shape = tf.shape(example["image"])
+  matrix = geometry.inference_matrix(shape[0], shape[1], input_size)
+  return warp_example(example, matrix, input_size)
 
 
 def _random_shift(extent_lo: tf.Tensor, extent_hi: tf.Tensor, interest_lo: tf.Tensor,

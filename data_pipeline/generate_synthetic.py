@@ -32,7 +32,7 @@ def main(argv: List[str]) -> None:
   print(f"wrote {json_path} and {_NUM_IMAGES.value} images in "
         f"{os.path.join(_OUTPUT_DIR.value, 'images')}")
   if _NUM_SHARDS.value:
-    from data_pipeline.create_tfrecords import write_tfrecords  # TensorFlow only when asked.
+    from data_pipeline.tfrecord_writer import write_tfrecords  # TensorFlow only when asked.
     print(write_tfrecords(json_path, os.path.join(_OUTPUT_DIR.value, "images"),
                           os.path.join(_OUTPUT_DIR.value, "tfrecords", "data"), _NUM_SHARDS.value,
                           "coco"))

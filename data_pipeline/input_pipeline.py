@@ -4,7 +4,7 @@ Yields `(image, targets)`: image float32 [B, S, S, 3] (RGB in [0, 255]) and the 
 ARCHITECTURE.md section 3, batched. Training shuffles (files and records), repeats, and augments each
 example with stateless random ops seeded by (seed, element index), so a given seed with
 `deterministic=True` reproduces the same batches; evaluation (training=False) keeps the file order
-and applies the deterministic `resize_and_pad`.
+and applies the deterministic `resize_and_pad_example`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _make_example_fn(encoder_config: EncoderConfig, augment_config: Optional[Aug
                  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     example = tfrecord_io.decode_example(serialized, spec.num_keypoints)
     if augment_config is None:
-      augmented = augmentation.resize_and_pad(example, size)
+      augmented = augmentation.resize_and_pad_example(example, size)
     else:
       seed = tf.stack([tf.constant(base_seed, tf.int64), index])
       augmented = augmentation.augment(example, augment_config, size, spec, seed)
@@ -54,7 +54,8 @@ def build_dataset(file_pattern: str, encoder_config: EncoderConfig,
     encoder_config: target geometry; its dataset fixes the keypoint count.
     augment_config: random augmentation for training (unused when training is false).
     batch_size: examples per batch; training drops the last partial batch (static batch size).
-    training: shuffle, repeat forever and augment; else one pass in file order, resize_and_pad.
+    training: shuffle, repeat forever and augment; else one pass in file order,
+      resize_and_pad_example.
     seed: base seed of the shuffles and of the per-example augmentation; None draws one.
     deterministic: reproducible order and content for a given seed (tf.data deterministic mode);
       False lets parallel stages emit out of order, which is faster.

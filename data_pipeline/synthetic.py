@@ -378,8 +378,8 @@ def _embedded_paths(root: pathlib.Path) -> Dict[str, str]:
 
 
 def _build_embedded(directory: pathlib.Path, params: dict) -> None:
-  # Imported here: create_tfrecords pulls in TensorFlow, which the generator alone does not need.
-  from data_pipeline.create_tfrecords import write_tfrecords
+  # Imported here: tfrecord_writer pulls in TensorFlow, which the generator alone does not need.
+  from data_pipeline.tfrecord_writer import write_tfrecords
 
   splits = (("train", params["num_train"], 1, params["num_train_shards"]),
             ("val", params["num_val"], params["num_train"] + 1, 1))

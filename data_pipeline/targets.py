@@ -25,17 +25,11 @@ from typing import Dict
 import tensorflow as tf
 from absl import logging
 
-from kdc_tf.config import MASK_STRIDE, EncoderConfig
+from kdc_tf.config import EncoderConfig
+from kdc_tf.geometry import MASK_STRIDE, square_grid_points
 
 # Squared distance standing for "no labelled keypoint": larger than any squared disk radius in use.
 _FAR = 1e12
-
-
-def _grid_points(size: int, stride: int) -> tf.Tensor:
-  """[size, size, 2] input-pixel (x, y) of the corner-aligned grid: point (r, c) is (s*c, s*r)."""
-  coords = tf.range(size, dtype=tf.float32) * float(stride)
-  xs, ys = tf.meshgrid(coords, coords)
-  return tf.stack([xs, ys], axis=-1)
 
 
 def _check_shapes(augmented: dict, config: EncoderConfig) -> None:
@@ -88,7 +82,7 @@ def _keypoint_targets(xy: tf.Tensor, labelled: tf.Tensor, keypoint_weight: tf.Te
   """
   spec = config.spec
   size = config.pose_grid_size
-  points = _grid_points(size, config.output_stride)  # [G, G, 2]
+  points = square_grid_points(size, config.output_stride)  # [G, G, 2]
 
   # Squared distance from every grid point to every person's keypoint of every type: [P, G, G, K].
   dx = points[tf.newaxis, :, :, tf.newaxis, 0] - xy[:, tf.newaxis, tf.newaxis, :, 0]
@@ -141,7 +135,7 @@ def _segmentation_targets(masks: tf.Tensor, xy: tf.Tensor, labelled: tf.Tensor,
 
   masks [P, M, M] float (sentinel included); valid [M, M] is 1 outside crowd/dropped regions.
   """
-  points = _grid_points(config.mask_grid_size, MASK_STRIDE)  # [M, M, 2]
+  points = square_grid_points(config.mask_grid_size, MASK_STRIDE)  # [M, M, 2]
   count = tf.reduce_sum(masks, axis=0)
   exclusive = tf.cast(tf.equal(count, 1.0), tf.float32)
   instance = tf.argmax(masks, axis=0, output_type=tf.int32)  # the only instance where exclusive

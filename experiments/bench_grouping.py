@@ -4,7 +4,7 @@ r"""Times the grouping module on perfect targets of generated scenes, every call
       [--repeats=20] [--jit_compile]
 
 For each number of people, `--repeats` different scenes of that many generated people
-(kdc_tf.grouping.scenes) on an image_size canvas, encoded by data_pipeline.targets.encode_targets
+(kdc_tf.synthetic.scenes) on an image_size canvas, encoded by data_pipeline.targets.encode_targets
 and decoded by `Grouper` at output size image_size x image_size (input_scale 1). Every timed call
 decodes a scene the grouper has never seen, after a warm-up on other scenes: a graph that
 recompiles for new input values (XLA caches compilations by the values of inputs it needs as
@@ -27,7 +27,8 @@ from absl import app, flags, logging
 
 from data_pipeline.targets import encode_targets
 from kdc_tf.config import EncoderConfig, GroupingConfig
-from kdc_tf.grouping import INPUT_KEYS, Grouper, scenes
+from kdc_tf.grouping import INPUT_KEYS, Grouper
+from kdc_tf.synthetic import scenes
 
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 401, "Square input size S ((S - 1) % 8 == 0).")
 _NUM_PEOPLE = flags.DEFINE_list("num_people", ["1", "5", "10", "20", "40"],

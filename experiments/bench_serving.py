@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from data_pipeline.augmentation import resize_and_pad_image
 from kdc_tf.config import EncoderConfig, GroupingConfig
 from kdc_tf.export import SERVING_SIGNATURE, export_saved_model
+from kdc_tf.geometry import resize_and_pad_image
 from kdc_tf.inference import Predictor
 from kdc_tf.modeling import ModelConfig, build_kdc_model
 from kdc_tf.modeling.config import TRUNK_DEPTHS

@@ -3,9 +3,10 @@ r"""The oracle: ground truth -> target encoder -> grouping -> COCO evaluation.
   python -m experiments.oracle --annotations=coco_sample/test_coco.json --images=coco_sample \
       --dataset=coco --test_scale=401
 
-Each image goes through the deterministic inference transform (`resize_and_pad`: long side to
-`--test_scale`, pad bottom/right), `encode_targets`, and the grouping decoder with the targets as
-perfect head outputs; people come out at the original resolution and are evaluated like a model's.
+Each image goes through the deterministic inference transform (`resize_and_pad_example`: long
+side to `--test_scale`, pad bottom/right), `encode_targets`, and the grouping decoder with the
+targets as perfect head outputs; people come out at the original resolution and are evaluated like
+a model's.
 This measures what the representation and the decoder lose with perfect predictions.
 
   python -m experiments.oracle --synthetic=occlusion --num_images=100 --test_scale=401 [--seed=0]
@@ -30,9 +31,10 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from data_pipeline import annotations as annotation_readers
-from data_pipeline import create_tfrecords, synthetic_occlusion, tfrecord_io
-from data_pipeline.augmentation import inference_scale, resize_and_pad
+from data_pipeline import synthetic_occlusion, tfrecord_io
+from data_pipeline.augmentation import resize_and_pad_example
 from data_pipeline.targets import encode_targets
+from data_pipeline.tfrecord_writer import serialize_record
 from kdc_tf import evaluation, grouping
 from kdc_tf.config import EncoderConfig, GroupingConfig
 from kdc_tf.datasets import get_dataset_spec
@@ -40,6 +42,7 @@ from kdc_tf.evaluation.coco_evaluator import SEGM, EvaluationReport
 from kdc_tf.evaluation.mask_ceiling import grid_masks_to_image
 from kdc_tf.evaluation.progress import Progress
 from kdc_tf.evaluation.results import Result
+from kdc_tf.geometry import inference_scale
 
 FLAGS = flags.FLAGS
 
@@ -119,7 +122,7 @@ def decoded_examples(annotations_path: str, images_dir: str, dataset: str,
       logging.warning("Skipping image %d (not evaluated): %s", record.image_id, e)
       skipped.add(e.reason, str(e))
       continue
-    serialized = create_tfrecords.serialize_record(record, image_bytes, num_keypoints)
+    serialized = serialize_record(record, image_bytes, num_keypoints)
     yield tfrecord_io.decode_example(tf.constant(serialized), num_keypoints)
   if skipped.total():
     skipped.log(f"oracle: images skipped and left out of the evaluation ({images_dir})")
@@ -138,7 +141,7 @@ class Oracle:
     """Grouping outputs (ARCHITECTURE.md 5) and `ceiling_masks` `[P, H, W]` for one image."""
     size = tf.shape(example["image"])[:2]
     scale = inference_scale(size[0], size[1], self._config.input_size)
-    augmented = resize_and_pad(example, self._config.input_size)
+    augmented = resize_and_pad_example(example, self._config.input_size)
     targets = encode_targets(augmented, self._config)
     inputs = {key: targets[key] for key in grouping.INPUT_KEYS}
     outputs = {k: v.numpy() for k, v in self._grouper(inputs, size, scale).items()}

@@ -11,267 +11,29 @@ in sorted order; a video's frames are numbered from 0. The JSON files are writte
 second run into the same --output_dir while one is running is refused.
 
 Grayscale, RGBA and 16-bit images are converted to 8-bit RGB; files that are not images, or do
-not decode, are skipped with the reason logged and counted. The model is an exported SavedModel
-(--saved_model, its `serving_default` signature) or a trained model_dir (--model_dir or
---checkpoint, with the grouping flags of experiments/predictor_flags.py).
+not decode, are skipped with the reason logged and counted (`kdc_tf.prediction`). The model is an
+exported SavedModel (--saved_model, its `serving_default` signature) or a trained model_dir
+(--model_dir or --checkpoint, with the grouping flags of experiments/predictor_flags.py).
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import os
-import pathlib
-import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Tuple
 
-import cv2
-import numpy as np
-import tensorflow as tf
 from absl import app, flags, logging
 
 from experiments import predictor_flags
-from kdc_tf.datasets import DatasetSpec, get_dataset_spec
-from kdc_tf.evaluation.results import grouping_to_results, write_results
-from kdc_tf.export import METADATA_FILE, SERVING_SIGNATURE, load_metadata
-from kdc_tf.io_utils import atomic_write_json, exclusive_output_dir
-from kdc_tf.visualization.overlay import draw_predictions
+from kdc_tf import prediction
+from kdc_tf.datasets import DatasetSpec
 
 FLAGS = flags.FLAGS
 
-IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2",
-                              ".pbm", ".pgm", ".ppm"))
-VIDEO_EXTENSIONS = frozenset((".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"))
-_VIDEO_LOG_EVERY = 25
 
-# One image's prediction: uint8 RGB [H, W, 3] -> the serving outputs as numpy arrays.
-PredictFn = Callable[[np.ndarray], Dict[str, np.ndarray]]
-
-
-class UnreadableImageError(ValueError):
-  """A file that should be an image but does not decode to something we can convert."""
-
-
-@dataclasses.dataclass
-class Summary:
-  """What a run did: processed inputs, people found, and skipped files by reason."""
-
-  processed: int = 0
-  people: int = 0
-  # Skipped paths by kind ("not an image", "unreadable"), and each one's full reason.
-  skipped: Dict[str, List[str]] = dataclasses.field(
-      default_factory=lambda: collections.defaultdict(list))
-  reasons: Dict[str, str] = dataclasses.field(default_factory=dict)
-
-  def skip(self, path: pathlib.Path, reason: str) -> None:
-    """Records a skipped file; `reason` starts with its kind, e.g. 'unreadable: empty file'."""
-    logging.warning("Skipping %s: %s", path, reason)
-    self.skipped[reason.split(":")[0]].append(str(path))
-    self.reasons[str(path)] = reason
-
-  @property
-  def num_skipped(self) -> int:
-    return sum(len(paths) for paths in self.skipped.values())
-
-  def describe(self) -> str:
-    text = f"{self.processed} processed, {self.people} people, {self.num_skipped} skipped"
-    details = "; ".join(f"{reason}: {len(paths)}" for reason, paths in sorted(self.skipped.items()))
-    return f"{text} ({details})" if details else text
-
-
-def to_rgb_uint8(decoded: np.ndarray) -> np.ndarray:
-  """An OpenCV-decoded image (gray, BGR or BGRA; 8 or 16 bit) -> uint8 RGB `[H, W, 3]`."""
-  if decoded.dtype == np.uint16:
-    decoded = (decoded >> 8).astype(np.uint8)
-  if decoded.dtype != np.uint8:
-    raise UnreadableImageError(f"unsupported pixel type: {decoded.dtype}")
-  if decoded.ndim == 2 or (decoded.ndim == 3 and decoded.shape[2] == 1):
-    return cv2.cvtColor(decoded.reshape(decoded.shape[:2]), cv2.COLOR_GRAY2RGB)
-  if decoded.ndim == 3 and decoded.shape[2] == 3:
-    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
-  if decoded.ndim == 3 and decoded.shape[2] == 4:
-    return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGB)
-  raise UnreadableImageError(f"unsupported pixel layout: shape {decoded.shape}")
-
-
-def read_image(path: pathlib.Path) -> np.ndarray:
-  """Reads an image file as uint8 RGB `[H, W, 3]`; raises UnreadableImageError with the reason."""
-  data = np.fromfile(str(path), dtype=np.uint8)
-  if data.size == 0:
-    raise UnreadableImageError("unreadable: empty file")
-  decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-  if decoded is None:
-    raise UnreadableImageError("unreadable: corrupt or unsupported image data")
-  if decoded.size == 0:
-    raise UnreadableImageError("unreadable: zero-size image")
-  try:
-    return to_rgb_uint8(decoded)
-  except UnreadableImageError as e:
-    raise UnreadableImageError(f"unreadable: {e}") from None
-
-
-def image_ids_for(paths: Sequence[pathlib.Path]) -> List[int]:
-  """COCO ids from numeric file names when all are numbers and distinct, else 1..n."""
-  stems = [p.stem for p in paths]
-  if stems and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
-    return [int(s) for s in stems]
-  return list(range(1, len(paths) + 1))
-
-
-def overlay_file_names(paths: Sequence[pathlib.Path]) -> List[str]:
-  """`<stem>.png`, or `<name with _ for .>.png` where two inputs share a stem (a.jpg, a.png)."""
-  stem_counts = collections.Counter(p.stem for p in paths)
-  return [f"{p.stem}.png" if stem_counts[p.stem] == 1 else f"{p.name.replace('.', '_')}.png"
-          for p in paths]
-
-
-def saved_model_predict_fn(export_dir: str) -> Tuple[PredictFn, DatasetSpec]:
-  """The `serving_default` signature of an export, and the dataset its outputs follow."""
-  try:
-    spec = get_dataset_spec(load_metadata(export_dir)["dataset"])
-  except tf.errors.NotFoundError:
-    raise FileNotFoundError(f"{export_dir} is not a kdc-tf export (no {METADATA_FILE}); "
-                            "write one with experiments.export") from None
-  serve = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
-
-  def predict(image: np.ndarray) -> Dict[str, np.ndarray]:
-    return {key: value.numpy() for key, value in serve(image=tf.constant(image)).items()}
-
-  return predict, spec
-
-
-def predict_images(predict: PredictFn, spec: DatasetSpec, paths: Sequence[pathlib.Path],
-                   output_dir: pathlib.Path, keypoint_threshold: float = 0.1) -> Summary:
-  """Predicts each image file, writing results.json, image_ids.json and one overlay PNG each."""
-  summary = Summary()
-  candidates = []
-  for path in paths:
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-      candidates.append(path)
-    else:
-      summary.skip(path, f"not an image: extension {path.suffix or '(none)'!r}")
-  overlay_dir = output_dir / "overlays"
-  overlay_dir.mkdir(parents=True, exist_ok=True)
-  results, id_map = [], {}
-  overlay_names = overlay_file_names(candidates)
-  for index, (path, image_id) in enumerate(zip(candidates, image_ids_for(candidates))):
-    try:
-      image = read_image(path)
-    except UnreadableImageError as e:
-      summary.skip(path, str(e))
-      continue
-    start = time.perf_counter()
-    outputs = predict(image)
-    found = _collect(results, outputs, image_id, summary)
-    id_map[path.name] = image_id
-    overlay = draw_predictions(image, outputs["keypoints"], outputs["scores"], outputs["masks"],
-                               int(outputs["num_people"]), spec, keypoint_threshold)
-    cv2.imwrite(str(overlay_dir / overlay_names[index]), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-    logging.info("[%d/%d] %s: %d people, %.2f s", index + 1, len(candidates), path.name, found,
-                 time.perf_counter() - start)
-  _write_outputs(output_dir, results, id_map)
-  return summary
-
-
-def predict_video(predict: PredictFn, spec: DatasetSpec, path: pathlib.Path,
-                  output_dir: pathlib.Path, keypoint_threshold: float = 0.1,
-                  max_frames: int = 0) -> Summary:
-  """Predicts each frame of a video: results.json (image_id = frame index) and an MP4 overlay."""
-  capture = cv2.VideoCapture(str(path))
-  if not capture.isOpened():
-    raise UnreadableImageError(f"{path}: cannot open the video")
-  fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-  total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-  if max_frames:
-    total = min(total, max_frames) if total > 0 else max_frames
-  output_dir.mkdir(parents=True, exist_ok=True)
-  video_path = output_dir / f"{path.stem}_overlay.mp4"
-  writer = None
-  summary, results, id_map = Summary(), [], {}
-  start = time.perf_counter()
-  try:
-    while not max_frames or summary.processed < max_frames:
-      ok, frame = capture.read()
-      if not ok:
-        break
-      frame_index = summary.processed
-      image = to_rgb_uint8(frame)
-      outputs = predict(image)
-      _collect(results, outputs, frame_index, summary)
-      id_map[f"{path.name}#{frame_index}"] = frame_index
-      overlay = draw_predictions(image, outputs["keypoints"], outputs["scores"], outputs["masks"],
-                                 int(outputs["num_people"]), spec, keypoint_threshold)
-      if writer is None:
-        writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                 (image.shape[1], image.shape[0]))
-        if not writer.isOpened():
-          raise RuntimeError(f"cannot write {video_path} with the mp4v codec")
-      writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-      if summary.processed % _VIDEO_LOG_EVERY == 0:
-        logging.info("%s: frame %d/%s, %.1f frames/s", path.name, summary.processed,
-                     total if total > 0 else "?",
-                     summary.processed / (time.perf_counter() - start))
-  finally:
-    capture.release()
-    if writer is not None:
-      writer.release()
-  if summary.processed == 0:
-    raise UnreadableImageError(f"{path}: no frame could be decoded")
-  logging.info("Wrote %s", video_path)
-  _write_outputs(output_dir, results, id_map)
-  return summary
-
-
-def run(predict: PredictFn, spec: DatasetSpec, input_path: str, output_dir: str,
-        keypoint_threshold: float = 0.1, max_frames: int = 0) -> Summary:
-  """Dispatches an image file, a folder or a video to the functions above; a second run into
-  the same `output_dir` at the same time is refused (`io_utils.OutputDirBusyError`)."""
-  with exclusive_output_dir(output_dir):
-    return _run(predict, spec, input_path, output_dir, keypoint_threshold, max_frames)
-
-
-def _run(predict: PredictFn, spec: DatasetSpec, input_path: str, output_dir: str,
-         keypoint_threshold: float, max_frames: int) -> Summary:
-  source, output = pathlib.Path(input_path), pathlib.Path(output_dir)
-  if source.is_dir():
-    paths = sorted(p for p in source.iterdir() if p.is_file())
-    if not paths:
-      raise FileNotFoundError(f"{source} holds no file")
-    return predict_images(predict, spec, paths, output, keypoint_threshold)
-  if not source.is_file():
-    raise FileNotFoundError(f"{source}: no such file or folder")
-  if source.suffix.lower() in VIDEO_EXTENSIONS:
-    return predict_video(predict, spec, source, output, keypoint_threshold, max_frames)
-  if source.suffix.lower() not in IMAGE_EXTENSIONS:
-    raise ValueError(f"{source}: not an image ({sorted(IMAGE_EXTENSIONS)}) or a video "
-                     f"({sorted(VIDEO_EXTENSIONS)})")
-  summary = predict_images(predict, spec, [source], output, keypoint_threshold)
-  if summary.num_skipped:
-    raise UnreadableImageError(f"{source}: {summary.reasons[str(source)]}")
-  return summary
-
-
-def _collect(results: list, outputs: Dict[str, np.ndarray], image_id: int,
-             summary: Summary) -> int:
-  """Appends one image's COCO results; returns its number of people."""
-  num_people = int(outputs["num_people"])
-  results.extend(grouping_to_results(image_id, outputs["keypoints"], outputs["scores"],
-                                     num_people, outputs["masks"]))
-  summary.processed += 1
-  summary.people += num_people
-  return num_people
-
-
-def _write_outputs(output_dir: pathlib.Path, results: list, id_map: Dict[str, int]) -> None:
-  write_results(str(output_dir / "results.json"), results)
-  atomic_write_json(str(output_dir / "image_ids.json"), id_map, indent=1)
-
-
-def _predict_fn_from_flags() -> Tuple[PredictFn, DatasetSpec]:
+def _predict_fn_from_flags() -> Tuple[prediction.PredictFn, DatasetSpec]:
   if FLAGS.saved_model:
     if FLAGS.model_dir or FLAGS.checkpoint:
       raise app.UsageError("give --saved_model or --model_dir/--checkpoint, not both")
-    return saved_model_predict_fn(FLAGS.saved_model)
+    return prediction.saved_model_predict_fn(FLAGS.saved_model)
   if not (FLAGS.model_dir or FLAGS.checkpoint):
     raise app.UsageError("give --saved_model, --model_dir or --checkpoint")
   predictor = predictor_flags.predictor_from_flags()
@@ -293,8 +55,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   predict, spec = _predict_fn_from_flags()
-  summary = run(predict, spec, FLAGS.input, FLAGS.output_dir, FLAGS.keypoint_threshold,
-                FLAGS.max_frames)
+  summary = prediction.run(predict, spec, FLAGS.input, FLAGS.output_dir,
+                           FLAGS.keypoint_threshold, FLAGS.max_frames)
   logging.info("Done: %s. Outputs in %s", summary.describe(), FLAGS.output_dir)
   for reason, paths in sorted(summary.skipped.items()):
     logging.info("Skipped (%s): %s", reason, ", ".join(paths))

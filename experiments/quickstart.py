@@ -26,7 +26,7 @@ from absl import app, flags, logging
 
 from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
-from experiments.evaluate import predict_dataset
+from experiments.evaluation_runner import predict_dataset
 from kdc_tf import evaluation
 from kdc_tf.config import AugmentConfig, EncoderConfig, LossConfig
 from kdc_tf.inference import Predictor

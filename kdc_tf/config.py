@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from kdc_tf.datasets import DatasetSpec, get_dataset_spec
+from kdc_tf.geometry import MASK_STRIDE, OUTPUT_STRIDES, grid_size
 
 CENTROID_MODES = ("dynamic", "static")
-OUTPUT_STRIDES = (8, 16)
-MASK_STRIDE = 4
 # Offsets' unit, in input pixels, independent of the disk radius R: the offset heads predict
 # offsets / OFFSET_SCALE and the offset L1 losses divide by it, so that changing R (the paper's
 # 8/16/32 ablation) changes the disks alone, not the heads' output scale or the losses' weights.
@@ -20,13 +19,10 @@ MASK_STRIDE = 4
 OFFSET_SCALE = 32.0
 
 
-def grid_size(input_size: int, stride: int) -> int:
-  """Points of the corner-aligned grid: point i sits at input pixel stride * i."""
-  if (input_size - 1) % stride:
-    raise ValueError(
-        f"input size {input_size} does not fit a corner-aligned stride-{stride} grid: "
-        f"(size - 1) must be a multiple of {stride}, e.g. {stride * ((input_size - 1) // stride) + 1}")
-  return (input_size - 1) // stride + 1
+def check_centroid_mode(centroid_mode: str) -> None:
+  """Raises for a MaskCentroid mode other than dynamic (DM_c) or static (SM_c)."""
+  if centroid_mode not in CENTROID_MODES:
+    raise ValueError(f"centroid_mode must be one of {CENTROID_MODES}, got {centroid_mode!r}")
 
 
 class GridGeometry:
@@ -76,8 +72,7 @@ class EncoderConfig(GridGeometry):
 
   def __post_init__(self):
     self._check_geometry()
-    if self.centroid_mode not in CENTROID_MODES:
-      raise ValueError(f"centroid_mode must be one of {CENTROID_MODES}, got {self.centroid_mode!r}")
+    check_centroid_mode(self.centroid_mode)
 
   @property
   def mask_stride(self) -> int:

@@ -1,6 +1,6 @@
 """In-graph inference: one uint8 image of any size in, decoded people in its own pixels out.
 
-`Predictor` chains the deterministic resize (`data_pipeline.augmentation.resize_and_pad_image`),
+`Predictor` chains the deterministic resize (`kdc_tf.geometry.resize_and_pad_image`),
 the Keras model (ARCHITECTURE.md section 4) and the grouping decoder (section 5) in ONE
 tf.function with a fixed input signature, so that the same graph serves in-process prediction,
 evaluation and the exported SavedModel (`kdc_tf.export`). Nothing in it runs Python per image.
@@ -23,10 +23,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from data_pipeline.augmentation import resize_and_pad_image
 from kdc_tf import grouping
 from kdc_tf.config import EncoderConfig, GroupingConfig
 from kdc_tf.datasets import DatasetSpec
+from kdc_tf.geometry import resize_and_pad_image
 
 # The one input every entry point takes: an RGB image, any height and width, three channels.
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, 3], tf.uint8, name="image")

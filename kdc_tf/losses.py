@@ -31,7 +31,8 @@ from typing import Dict, Mapping, Optional
 
 import tensorflow as tf
 
-from kdc_tf.config import MASK_STRIDE, OFFSET_SCALE, EncoderConfig, LossConfig
+from kdc_tf import geometry
+from kdc_tf.config import OFFSET_SCALE, EncoderConfig, LossConfig, check_centroid_mode
 
 TARGET_KEYS = ("heatmap", "keypoint_weight", "keycentroid", "keycentroid_weight", "midrange",
                "midrange_weight", "seg", "seg_weight", "mask_offset", "mask_offset_weight",
@@ -67,13 +68,6 @@ def offset_l1(target: tf.Tensor, prediction: tf.Tensor, weights: tf.Tensor,
   return _per_example_mean(l1, weights)
 
 
-def _grid_positions(size: int) -> tf.Tensor:
-  """(x, y) input-pixel positions of the mask grid, [size * size, 2] in row-major order."""
-  coords = tf.range(size, dtype=tf.float32) * MASK_STRIDE
-  y, x = tf.meshgrid(coords, coords, indexing="ij")
-  return tf.reshape(tf.stack([x, y], axis=-1), [-1, 2])
-
-
 def membership_loss(instance_ids: tf.Tensor, predicted_offset: tf.Tensor,
                     target_offset: tf.Tensor, offset_weight: tf.Tensor, sigma_igo: float,
                     max_people: int, centroid_mode: str = "dynamic") -> tf.Tensor:
@@ -82,11 +76,11 @@ def membership_loss(instance_ids: tf.Tensor, predicted_offset: tf.Tensor,
   `instance_ids` int32 [B, M, M]; offsets float32 [B, M, M, 2]; `offset_weight` [B, M, M, 1].
   Vectorised over people with segment ops on `max_people` segments per example.
   """
-  if centroid_mode not in ("dynamic", "static"):
-    raise ValueError(f"centroid_mode must be 'dynamic' or 'static', got {centroid_mode!r}")
+  check_centroid_mode(centroid_mode)
   batch = tf.shape(instance_ids)[0]
   size = instance_ids.shape[1]
-  positions = _grid_positions(size)[tf.newaxis]  # [1, N, 2]
+  positions = tf.reshape(geometry.square_grid_points(size, geometry.MASK_STRIDE),
+                         [1, -1, 2])  # [1, N, 2], row-major
   ids = tf.reshape(tf.cast(instance_ids, tf.int32), [batch, -1])  # [B, N]
   embeddings = positions + tf.reshape(predicted_offset, [batch, -1, 2])  # [B, N, 2]
   member = (ids > 0) & (ids <= max_people) & (tf.reshape(offset_weight, [batch, -1]) > 0)
@@ -106,7 +100,7 @@ def membership_loss(instance_ids: tf.Tensor, predicted_offset: tf.Tensor,
   present = counts > 0
   centres = tf.math.divide_no_nan(sums, counts[..., tf.newaxis])  # [B, P, 2]
   # 2 sigma_j^2 with sigma_j = sigma_igo * sqrt(area_j), area_j in input pixels^2.
-  two_sigma_sq = 2.0 * sigma_igo**2 * counts * float(MASK_STRIDE**2)
+  two_sigma_sq = 2.0 * geometry.membership_variance(sigma_igo, counts)
   two_sigma_sq = tf.where(present, two_sigma_sq, 1.0)
 
   distance_sq = tf.reduce_sum(

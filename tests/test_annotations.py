@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 import pytest
 
 from data_pipeline import annotations
-from data_pipeline import create_tfrecords
+from data_pipeline import tfrecord_writer
 from data_pipeline.annotations import SkipReason
 
 # pycocotools 2.0.11 (annToMask, decode in these tests) warns about numpy 2's copy keyword.
@@ -219,7 +219,7 @@ def test_images_without_people_can_be_dropped(bad_dataset):
 
 def test_writer_counts_undecodable_images(bad_dataset, tmp_path):
   json_path, images_dir = bad_dataset
-  summary = create_tfrecords.write_tfrecords(json_path, images_dir, str(tmp_path / "out" / "bad"),
+  summary = tfrecord_writer.write_tfrecords(json_path, images_dir, str(tmp_path / "out" / "bad"),
                                              1, "coco")
   assert summary.num_images == 2 and summary.num_people == 3
   assert summary.skips[SkipReason.CORRUPT_IMAGE] == 1

@@ -8,6 +8,7 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
 from data_pipeline import augmentation
+from kdc_tf import geometry
 from kdc_tf.config import AugmentConfig
 from kdc_tf.datasets import COCO
 from tests.sample_examples import load_decoded_examples
@@ -72,7 +73,7 @@ def test_random_augmentation_with_scale_1_rotation_0_no_flip_is_identity(square_
 
 
 def test_resize_and_pad_of_a_square_input_is_identity(square_example):
-  _assert_identity(augmentation.resize_and_pad(square_example, SIZE), square_example)
+  _assert_identity(augmentation.resize_and_pad_example(square_example, SIZE), square_example)
 
 
 def test_flip_matrix_mirrors_image_masks_and_keypoints(square_example):
@@ -115,7 +116,7 @@ def test_image_masks_and_keypoints_stay_registered(scale, angle, flip, tx, ty):
 
   # Bilinear interpolation of a linear function is exact: the warped planes read back A^-1 (x, y).
   planes = np.stack([xs, ys, np.ones_like(xs)], axis=-1).astype(np.float32)
-  warped = augmentation.warp_image(planes, matrix, SIZE).numpy()
+  warped = geometry.warp_image(planes, matrix, SIZE).numpy()
   out_y, out_x = np.mgrid[0:SIZE, 0:SIZE]
   source = np.einsum("ij,hwj->hwi", inverse[:2], np.stack([out_x, out_y, np.ones_like(out_x)], -1))
   interior = ((source[..., 0] >= 0) & (source[..., 0] <= width - 1) & (source[..., 1] >= 0)
@@ -127,7 +128,7 @@ def test_image_masks_and_keypoints_stay_registered(scale, angle, flip, tx, ty):
 
   # Masks (nearest) on the mask grid: grid point (r, c) reads source pixel round(A^-1 (4c, 4r)).
   mask_planes = np.stack([xs, ys]).astype(np.int32)
-  warped_masks = augmentation.warp_masks(mask_planes, matrix, SIZE).numpy()
+  warped_masks = geometry.warp_masks(mask_planes, matrix, SIZE).numpy()
   grid_source = source[::4, ::4]
   inside = ((grid_source[..., 0] >= 0.5) & (grid_source[..., 0] <= width - 1.5)
             & (grid_source[..., 1] >= 0.5) & (grid_source[..., 1] <= height - 1.5))
@@ -185,13 +186,13 @@ def test_random_affine_keeps_the_people_in_view(coco_examples):
 def test_resize_and_pad_image_maps_corners_and_pads(coco_examples):
   image = coco_examples[0]["image"]  # 425 x 640: the width is the long side.
   height, width = image.shape[:2]
-  resize = tf.function(lambda im: augmentation.resize_and_pad_image(im, SIZE),
+  resize = tf.function(lambda im: geometry.resize_and_pad_image(im, SIZE),
                        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
   resized, scale = resize(image)
   assert resized.shape == (SIZE, SIZE, 3) and resized.dtype == tf.float32
   assert scale.numpy() == pytest.approx((SIZE - 1) / (width - 1))
   assert scale.numpy() == pytest.approx(
-      augmentation.inference_scale(height, width, SIZE).numpy())
+      geometry.inference_scale(height, width, SIZE).numpy())
   pixels = image.numpy().astype(np.float32)
   np.testing.assert_allclose(resized[0, 0].numpy(), pixels[0, 0], atol=1e-3)
   np.testing.assert_allclose(resized[0, SIZE - 1].numpy(), pixels[0, width - 1], atol=1e-2)
@@ -202,8 +203,8 @@ def test_resize_and_pad_image_maps_corners_and_pads(coco_examples):
 
 def test_resize_and_pad_example_scales_keypoints(coco_examples):
   example = coco_examples[2]
-  scale = augmentation.inference_scale(*example["image"].shape[:2], SIZE).numpy()
-  augmented = augmentation.resize_and_pad(example, SIZE)
+  scale = geometry.inference_scale(*example["image"].shape[:2], SIZE).numpy()
+  augmented = augmentation.resize_and_pad_example(example, SIZE)
   original = example["keypoints"].numpy()
   labelled = original[..., 2] > 0
   np.testing.assert_allclose(augmented["keypoints"].numpy()[..., :2][labelled],

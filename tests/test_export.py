@@ -6,11 +6,11 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from data_pipeline.augmentation import resize_and_pad_image
 from kdc_tf import grouping
 from kdc_tf.config import EncoderConfig, GroupingConfig
 from kdc_tf.datasets import COCO
 from kdc_tf.export import ENCODED_SIGNATURE, SERVING_SIGNATURE, load_metadata
+from kdc_tf.geometry import resize_and_pad_image
 from kdc_tf.inference import Predictor
 from tests.serving_fixtures import INPUT_SIZE, MAX_PEOPLE, tiny_export  # noqa: F401 (fixture)
 

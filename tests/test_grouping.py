@@ -8,7 +8,8 @@ from data_pipeline.targets import encode_targets
 from kdc_tf.config import EncoderConfig, GroupingConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.grouping import (INPUT_KEYS, Grouper, gaussian, mask_only, masks, merging,
-                             model_outputs_to_grouping_inputs, poses, sampling, scenes, voting)
+                             model_outputs_to_grouping_inputs, poses, sampling, voting)
+from kdc_tf.synthetic import scenes
 
 SIZE = 161  # pose grid 21 x 21, mask grid 41 x 41
 MAX_PEOPLE = 6

@@ -160,7 +160,7 @@ def images_with_a_corrupt_one(tmp_path):
 
 
 def test_evaluate_skips_a_corrupt_image_and_counts_it(images_with_a_corrupt_one):
-  from experiments import evaluate
+  from experiments import evaluation_runner
   path, images = images_with_a_corrupt_one
   coco_gt = evaluation.load_ground_truth(path, "coco")
   seen = []
@@ -169,10 +169,10 @@ def test_evaluate_skips_a_corrupt_image_and_counts_it(images_with_a_corrupt_one)
     seen.append(image.shape)
     return {"keypoints": np.zeros((1, 17, 3)), "scores": np.zeros(1), "num_people": 0}
 
-  results, image_ids = evaluate.predict_dataset(predict, coco_gt, images)
+  results, image_ids = evaluation_runner.predict_dataset(predict, coco_gt, images)
   assert image_ids == [1] and seen == [(40, 50, 3)] and results == []
   with pytest.raises(ValueError, match=r"image 2: .*bad\.jpg"):
-    evaluate.predict_dataset(predict, coco_gt, images, fail_on_bad_image=True)
+    evaluation_runner.predict_dataset(predict, coco_gt, images, fail_on_bad_image=True)
 
 
 def test_oracle_skips_a_corrupt_image_and_counts_it(images_with_a_corrupt_one):

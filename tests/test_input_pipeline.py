@@ -5,14 +5,14 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import augmentation
-from data_pipeline import create_tfrecords
+from data_pipeline import tfrecord_writer
 from data_pipeline.input_pipeline import build_dataset
 from data_pipeline.targets import encode_targets
 from kdc_tf.config import AugmentConfig, EncoderConfig
 from kdc_tf.datasets import COCO
 from tests.sample_examples import load_decoded_examples
 
-# pycocotools 2.0.11 (inside create_tfrecords) warns about numpy 2's copy keyword.
+# pycocotools 2.0.11 (inside tfrecord_writer) warns about numpy 2's copy keyword.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 SIZE = 161
@@ -23,7 +23,7 @@ CONFIG = EncoderConfig(input_size=SIZE)
 def coco_records(coco_sample_dir, tmp_path_factory):
   """The 4 COCO sample images in 2 TFRecord shards; returns the glob."""
   prefix = tmp_path_factory.mktemp("records") / "coco"
-  create_tfrecords.write_tfrecords(str(coco_sample_dir / "test_coco.json"), str(coco_sample_dir),
+  tfrecord_writer.write_tfrecords(str(coco_sample_dir / "test_coco.json"), str(coco_sample_dir),
                                    str(prefix), num_shards=2, dataset="coco")
   return f"{prefix}-*.tfrecord"
 
@@ -81,7 +81,7 @@ def test_evaluation_is_resize_and_pad_in_order(coco_records, coco_sample_dir):
   examples = load_decoded_examples(coco_sample_dir, "test_coco.json", COCO.num_keypoints)
   # Written round robin into 2 shards and read back interleaved: the original order.
   for position, example in enumerate(examples):
-    augmented = augmentation.resize_and_pad(example, SIZE)
+    augmented = augmentation.resize_and_pad_example(example, SIZE)
     targets = encode_targets(augmented, CONFIG)
     np.testing.assert_allclose(images[position], augmented["image"].numpy(), atol=1e-3)
     np.testing.assert_array_equal(heatmaps[position], targets["heatmap"].numpy())

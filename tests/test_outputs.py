@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from experiments import predict
+from kdc_tf import prediction
 from kdc_tf.datasets import COCO
 from kdc_tf.evaluation import read_results, write_results
 from kdc_tf.io_utils import OutputDirBusyError, exclusive_output_dir
@@ -52,8 +52,8 @@ def test_a_second_predict_run_into_the_same_folder_is_refused(tmp_path):
   out = str(tmp_path / "out")
   with exclusive_output_dir(out):  # the first run, still writing
     with pytest.raises(OutputDirBusyError, match="in use by another run"):
-      predict.run(_no_people, COCO, str(images), out)
-  summary = predict.run(_no_people, COCO, str(images), out)  # free again
+      prediction.run(_no_people, COCO, str(images), out)
+  summary = prediction.run(_no_people, COCO, str(images), out)  # free again
   assert summary.processed == 1
   assert json.loads((tmp_path / "out" / "image_ids.json").read_text()) == {"7.png": 7}
 

@@ -1,4 +1,4 @@
-"""experiments.predict on real photos, bad files and a video; the overlay drawing."""
+"""experiments.predict / kdc_tf.prediction on real photos, bad files and a video; overlays."""
 
 import json
 import pathlib
@@ -11,6 +11,7 @@ from absl.testing import flagsaver
 from pycocotools.coco import COCO as CocoApi
 
 from experiments import predict
+from kdc_tf import media, prediction
 from kdc_tf.datasets import COCO
 from kdc_tf.visualization.overlay import blend_masks, draw_predictions, instance_colours
 from tests.serving_fixtures import (MAX_PEOPLE, define_binary_flags,  # noqa: F401 (fixture)
@@ -21,7 +22,7 @@ COCO_IMAGE_NAMES = ("000000000785.jpg", "000000196141.jpg")
 
 @pytest.fixture(scope="module")
 def saved_model_fn(tiny_export):  # noqa: F811 (fixture)
-  return predict.saved_model_predict_fn(str(tiny_export.export_dir))
+  return prediction.saved_model_predict_fn(str(tiny_export.export_dir))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_bad_files_are_skipped_and_counted(saved_model_fn, tmp_path, coco_sample
 
   predict_fn, spec = saved_model_fn
   output_dir = tmp_path / "out"
-  summary = predict.run(predict_fn, spec, str(input_dir), str(output_dir))
+  summary = prediction.run(predict_fn, spec, str(input_dir), str(output_dir))
 
   assert summary.processed == 2
   assert summary.num_skipped == 3
@@ -101,16 +102,16 @@ def test_single_bad_input_is_a_clear_error(saved_model_fn, tmp_path):
   notes = tmp_path / "notes.txt"
   notes.write_text("hello")
   with pytest.raises(ValueError, match="not an image"):
-    predict.run(*saved_model_fn, str(notes), str(tmp_path / "out"))
+    prediction.run(*saved_model_fn, str(notes), str(tmp_path / "out"))
   broken = tmp_path / "broken.png"
   broken.write_bytes(b"\x89PNG garbage")
-  with pytest.raises(predict.UnreadableImageError, match="corrupt or unsupported image data"):
-    predict.run(*saved_model_fn, str(broken), str(tmp_path / "out"))
+  with pytest.raises(media.UnreadableImageError, match="corrupt or unsupported image data"):
+    prediction.run(*saved_model_fn, str(broken), str(tmp_path / "out"))
 
 
 def test_a_directory_that_is_not_an_export_is_refused(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a kdc-tf export"):
-    predict.saved_model_predict_fn(str(tmp_path))
+    prediction.saved_model_predict_fn(str(tmp_path))
 
 
 def test_video_gives_an_mp4_overlay_and_per_frame_results(saved_model_fn, tmp_path,
@@ -122,7 +123,7 @@ def test_video_gives_an_mp4_overlay_and_per_frame_results(saved_model_fn, tmp_pa
     writer.write(np.roll(photo, 8 * shift, axis=1))
   writer.release()
 
-  summary = predict.run(*saved_model_fn, str(video_path), str(tmp_path / "out"))
+  summary = prediction.run(*saved_model_fn, str(video_path), str(tmp_path / "out"))
   assert summary.processed == 3
   capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_overlay.mp4"))
   frames = []
@@ -144,7 +145,7 @@ def test_model_dir_predictions_equal_the_saved_model(tiny_export, saved_model_fn
 
   predictor = Predictor.from_model_dir(str(tiny_export.model_dir),
                                        GroupingConfig(max_people=MAX_PEOPLE))
-  image = predict.read_image(coco_sample_dir / COCO_IMAGE_NAMES[0])
+  image = media.read_image(coco_sample_dir / COCO_IMAGE_NAMES[0])
   in_process, served = predictor.predict_numpy(image), saved_model_fn[0](image)
   assert int(in_process["num_people"]) == int(served["num_people"])
   np.testing.assert_allclose(in_process["keypoints"], served["keypoints"], atol=1e-3)
@@ -155,7 +156,7 @@ class TestImageConversion:
 
   def test_grayscale_becomes_three_equal_channels(self):
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    rgb = predict.to_rgb_uint8(gray)
+    rgb = media.to_rgb_uint8(gray)
     assert rgb.shape == (3, 4, 3)
     for c in range(3):
       np.testing.assert_array_equal(rgb[..., c], gray)
@@ -163,25 +164,25 @@ class TestImageConversion:
   def test_bgra_drops_alpha_and_becomes_rgb(self):
     bgra = np.zeros((2, 2, 4), np.uint8)
     bgra[..., 0], bgra[..., 3] = 255, 7  # Blue, mostly transparent.
-    np.testing.assert_array_equal(predict.to_rgb_uint8(bgra)[0, 0], [0, 0, 255])
+    np.testing.assert_array_equal(media.to_rgb_uint8(bgra)[0, 0], [0, 0, 255])
 
   def test_sixteen_bit_keeps_the_high_byte(self):
     deep = np.full((2, 2, 3), 0xAB12, np.uint16)
-    np.testing.assert_array_equal(predict.to_rgb_uint8(deep), 0xAB)
+    np.testing.assert_array_equal(media.to_rgb_uint8(deep), 0xAB)
 
   def test_float_images_are_unreadable(self):
-    with pytest.raises(predict.UnreadableImageError, match="pixel type"):
-      predict.to_rgb_uint8(np.zeros((2, 2, 3), np.float32))
+    with pytest.raises(media.UnreadableImageError, match="pixel type"):
+      media.to_rgb_uint8(np.zeros((2, 2, 3), np.float32))
 
   def test_image_ids_from_numeric_names_else_running(self):
     numeric = [pathlib.Path("000000000785.jpg"), pathlib.Path("12.png")]
-    assert predict.image_ids_for(numeric) == [785, 12]
+    assert prediction.image_ids_for(numeric) == [785, 12]
     mixed = [pathlib.Path("785.jpg"), pathlib.Path("cat.png")]
-    assert predict.image_ids_for(mixed) == [1, 2]
+    assert prediction.image_ids_for(mixed) == [1, 2]
 
   def test_overlay_names_disambiguate_shared_stems(self):
     paths = [pathlib.Path("a.jpg"), pathlib.Path("a.png"), pathlib.Path("b.jpg")]
-    assert predict.overlay_file_names(paths) == ["a_jpg.png", "a_png.png", "b.png"]
+    assert prediction.overlay_file_names(paths) == ["a_jpg.png", "a_png.png", "b.png"]
 
 
 class TestOverlay:

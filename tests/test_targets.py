@@ -28,7 +28,7 @@ def coco_examples(coco_sample_dir):
 @pytest.fixture(scope="module")
 def coco_inputs(coco_examples):
   """Augmented examples: the 4 images resized-and-padded, then the 4 randomly augmented."""
-  resized = [augmentation.resize_and_pad(e, SIZE) for e in coco_examples]
+  resized = [augmentation.resize_and_pad_example(e, SIZE) for e in coco_examples]
   augmented = [augmentation.augment(e, AugmentConfig(), SIZE, COCO, tf.constant([3, i]))
                for i, e in enumerate(coco_examples)]
   return resized + augmented
@@ -234,7 +234,7 @@ def test_crowdpose_sample(crowdpose_sample_dir):
   examples = load_decoded_examples(crowdpose_sample_dir, "test_crowdpose.json",
                                    CROWDPOSE.num_keypoints)
   for example in examples:
-    augmented = augmentation.resize_and_pad(example, SIZE)
+    augmented = augmentation.resize_and_pad_example(example, SIZE)
     targets = _numpy(encode_targets(augmented, config))
     assert targets["heatmap"].shape == (21, 21, 14)
     assert targets["keycentroid"].shape == (21, 21, 28)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import annotations
-from data_pipeline import create_tfrecords
+from data_pipeline import tfrecord_writer
 from data_pipeline import tfrecord_io
 from kdc_tf.datasets import get_dataset_spec
 
@@ -26,7 +26,7 @@ def _decode_all(pattern: str, dataset: str) -> dict:
 def coco_round_trip(coco_sample_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp("coco_tfrecords")
   json_path = str(coco_sample_dir / "test_coco.json")
-  summary = create_tfrecords.write_tfrecords(json_path, str(coco_sample_dir), str(out / "coco"),
+  summary = tfrecord_writer.write_tfrecords(json_path, str(coco_sample_dir), str(out / "coco"),
                                              num_shards=3, dataset="coco")
   reader = annotations.read_coco(json_path, str(coco_sample_dir))
   return summary, reader, _decode_all(str(out / "coco-*.tfrecord"), "coco")
@@ -64,7 +64,7 @@ def test_coco_round_trip_is_exact(coco_round_trip, coco_sample_dir):
 
 def test_crowdpose_round_trip(crowdpose_sample_dir, tmp_path):
   json_path = str(crowdpose_sample_dir / "test_crowdpose.json")
-  create_tfrecords.write_tfrecords(json_path, str(crowdpose_sample_dir), str(tmp_path / "cp"), 1,
+  tfrecord_writer.write_tfrecords(json_path, str(crowdpose_sample_dir), str(tmp_path / "cp"), 1,
                                    "crowdpose")
   reader = annotations.read_crowdpose(json_path, str(crowdpose_sample_dir))
   files = tfrecord_io.list_tfrecord_files(str(tmp_path / "cp-*"))

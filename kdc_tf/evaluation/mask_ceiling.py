@@ -1,7 +1,7 @@
 """The mask-grid ceiling: the mask AP a perfect decoder could reach on the stride-4 mask grid.
 
 Ground-truth masks sampled on the mask grid exactly as the target encoder sees them (nearest, by
-`data_pipeline.augmentation`), resampled back to the image bilinearly and thresholded at 0.5, one
+`kdc_tf.geometry.warp_masks`), resampled back to the image bilinearly and thresholded at 0.5, one
 per person (perfect assignment, overlaps allowed). The decoder's masks go through the same grid,
 so the oracle's mask AP (ground truth through encoder and grouping) is judged against this figure,
 not against 1 (DESIGN.md 'Conventions settled here').
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kdc_tf.config import MASK_STRIDE
+from kdc_tf.geometry import MASK_STRIDE
 
 
 def grid_masks_to_image(grid_masks: tf.Tensor, output_size, input_scale,

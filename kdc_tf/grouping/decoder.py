@@ -27,7 +27,8 @@ from typing import Dict, Mapping
 
 import tensorflow as tf
 
-from kdc_tf.config import CENTROID_MODES, MASK_STRIDE, EncoderConfig, GroupingConfig, grid_size
+from kdc_tf import geometry
+from kdc_tf.config import EncoderConfig, GroupingConfig, check_centroid_mode
 from kdc_tf.datasets import DatasetSpec
 from kdc_tf.grouping import gaussian, mask_only, masks, merging, peaks, poses, sampling, voting
 
@@ -77,9 +78,7 @@ class Grouper(tf.Module):
   def __init__(self, spec: DatasetSpec, config: GroupingConfig, input_size: int,
                output_stride: int = 8, disk_radius: float = 32.0, jit_compile: bool = True):
     super().__init__(name="grouper")
-    if config.centroid_mode not in CENTROID_MODES:
-      raise ValueError(
-          f"centroid_mode must be one of {CENTROID_MODES}, got {config.centroid_mode!r}")
+    check_centroid_mode(config.centroid_mode)
     if config.max_people < 1 or config.peaks_per_type < 1:
       raise ValueError("max_people and peaks_per_type must be >= 1")
     if config.peak_threshold < 0 or config.nms_radius < 0 or disk_radius <= 0:
@@ -91,8 +90,8 @@ class Grouper(tf.Module):
     self._input_size = input_size
     self._stride = output_stride
     self._disk_radius = disk_radius
-    self._pose_grid = grid_size(input_size, output_stride)
-    self._mask_grid = grid_size(input_size, MASK_STRIDE)
+    self._pose_grid = geometry.grid_size(input_size, output_stride)
+    self._mask_grid = geometry.mask_grid_size(input_size)
     if self._pose_grid < 2:
       raise ValueError(f"input size {input_size} gives a pose grid of {self._pose_grid} point")
     self._edge_orders = poses.breadth_first_edges(spec)
@@ -157,7 +156,7 @@ class Grouper(tf.Module):
     return {
         "keypoints": tf.concat([xy, keypoints[..., 2:]], axis=-1),
         "scores": scores,
-        "masks": masks.output_masks(tables, output_size, input_scale, MASK_STRIDE),
+        "masks": masks.output_masks(tables, output_size, input_scale, geometry.MASK_STRIDE),
         "num_people": num_people,
     }
 
@@ -173,7 +172,7 @@ class Grouper(tf.Module):
         self._pgo_kernels)
     candidates = peaks.find_candidates(score_maps, self._config.peak_threshold,
                                        self._config.peaks_per_type)
-    cell_points = tf.reshape(voting.grid_points(g, g, self._stride), [g * g, 2])
+    cell_points = tf.reshape(geometry.grid_points(g, g, self._stride), [g * g, 2])
     seed_offsets = tf.gather_nd(tf.reshape(keycentroid, [g * g, k, 2]),
                                 tf.stack([candidates.cells, candidates.types], axis=-1))
     seeds = tf.clip_by_value(tf.gather(cell_points, candidates.cells) + seed_offsets, 0.0,
@@ -199,19 +198,19 @@ class Grouper(tf.Module):
     point_scores = tf.gather(keypoint_scores, index) * valid_weight[:, None]
     if config.merge_fragments:
       xy, point_scores, valid = merging.merge_fragments(
-          xy, point_scores, valid, seg, mask_offset, mask_stride=MASK_STRIDE,
+          xy, point_scores, valid, seg, mask_offset, mask_stride=geometry.MASK_STRIDE,
           seg_threshold=config.seg_threshold,
           keypoint_threshold=config.centroid_keypoint_threshold, radius=config.nms_radius)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)
     membership = masks.membership_maps(
-        seg, mask_offset, centres, valid, mask_stride=MASK_STRIDE,
+        seg, mask_offset, centres, valid, mask_stride=geometry.MASK_STRIDE,
         seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
         sigma_igo=config.sigma_igo, static_centroids=config.centroid_mode == "static")
     keypoints = tf.concat([xy, point_scores[..., None]], axis=-1)
     scores = tf.reduce_mean(point_scores, axis=1)
     if config.mask_only_people:
       keypoints, scores, membership, valid = mask_only.add_mask_only_people(
-          keypoints, scores, membership, valid, seg, mask_offset, mask_stride=MASK_STRIDE,
+          keypoints, scores, membership, valid, seg, mask_offset, mask_stride=geometry.MASK_STRIDE,
           seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
           sigma_igo=config.sigma_igo, radius=config.nms_radius)
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))

@@ -41,7 +41,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from kdc_tf.grouping import gaussian, masks, peaks, sampling, voting
+from kdc_tf import geometry
+from kdc_tf.grouping import gaussian, masks, peaks, sampling
 
 # Smoothing of the embedding density, in mask-grid cells.
 DENSITY_SIGMA = 1.0
@@ -71,13 +72,13 @@ def cluster_centres(leftover: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride:
     num_centres: C.
   """
   height, width = leftover.shape
-  embeddings = voting.grid_points(height, width, mask_stride) + mask_offset
+  embeddings = geometry.grid_points(height, width, mask_stride) + mask_offset
   density = sampling.splat(leftover, embeddings, tf.zeros([height, width], tf.int32),
                            float(mask_stride), (height, width, 1))
   density = gaussian.smooth(density, gaussian.gaussian_kernels_1d([DENSITY_SIGMA]))
   window = 2 * math.ceil(radius / mask_stride) + 1
   found = peaks.find_candidates(density, 0.0, num_centres, window)
-  centres = tf.gather(tf.reshape(voting.grid_points(height, width, mask_stride), [-1, 2]),
+  centres = tf.gather(tf.reshape(geometry.grid_points(height, width, mask_stride), [-1, 2]),
                       found.cells)
   return centres, found.valid
 

@@ -41,8 +41,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from kdc_tf import geometry
 from kdc_tf.grouping import gaussian
-from kdc_tf.grouping import voting
 
 # Membership threshold of the final, resampled instance maps.
 MASK_THRESHOLD = 0.5
@@ -88,7 +88,7 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
   """
   height, width, _ = seg.shape
   num_people = centres.shape[0]
-  embeddings = tf.reshape(voting.grid_points(height, width, mask_stride) + mask_offset, [-1, 2])
+  embeddings = tf.reshape(geometry.grid_points(height, width, mask_stride) + mask_offset, [-1, 2])
   foreground = tf.cast(tf.reshape(seg, [1, -1]) > seg_threshold, tf.float32)  # [1, P]
   no_one = -1e30  # log phi (or -distance) of people that do not exist
 
@@ -103,7 +103,7 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
     mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
     centres = tf.where((counts > 0)[:, None], mean_embedding, centres)
     distances = squared_distances(centres)
-  sigma_squared = tf.square(sigma_igo) * counts * float(mask_stride * mask_stride)  # [N]
+  sigma_squared = geometry.membership_variance(sigma_igo, counts, mask_stride)  # [N]
   present = valid & (sigma_squared > 0.0)
   # log phi = -d^2 / (2 sigma^2), compared with log(membership_threshold): no exp over [N, P].
   scale = tf.where(present, 0.5 / tf.maximum(sigma_squared, 1e-12), 0.0)

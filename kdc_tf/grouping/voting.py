@@ -16,19 +16,13 @@ import math
 
 import tensorflow as tf
 
+from kdc_tf.geometry import grid_points
 from kdc_tf.grouping import sampling
 
 
 def vote_normaliser(disk_radius: float, stride: int) -> float:
   """pi * (R / stride)^2: the grid points of one disk, i.e. the mass of a perfect disk's votes."""
   return math.pi * (disk_radius / stride) ** 2
-
-
-def grid_points(height: int, width: int, stride: int) -> tf.Tensor:
-  """float32 `[H, W, 2]`: the input-pixel `(x, y)` of every grid point."""
-  ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
-                       indexing="ij")
-  return tf.stack([xs, ys], axis=-1) * float(stride)
 
 
 def hough_score_maps(heatmap: tf.Tensor, keycentroid: tf.Tensor, stride: int,

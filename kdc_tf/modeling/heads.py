@@ -15,6 +15,7 @@ from typing import Dict
 import keras
 import tensorflow as tf
 
+from kdc_tf.geometry import MASK_STRIDE
 from kdc_tf.modeling.config import ModelConfig
 
 _BN_EPSILON = 1e-3
@@ -94,7 +95,8 @@ def pose_net(neck_features, config: ModelConfig) -> Dict[str, keras.KerasTensor]
 
 def seg_net(neck_features, stride4_features, config: ModelConfig) -> Dict[str, keras.KerasTensor]:
   """Person-mask logit [1] and MaskCentroid offsets [2] on the stride-4 mask grid."""
-  upsampled = AlignedUpsample(config.output_stride // 4, name="decoder_upsample")(neck_features)
+  upsampled = AlignedUpsample(config.output_stride // MASK_STRIDE,
+                              name="decoder_upsample")(neck_features)
   low_level = _conv_bn_relu(stride4_features, config.low_level_width, 1, name="decoder_low_level")
   x = keras.layers.Concatenate(name="decoder_concat")([upsampled, low_level])
   x = _conv_bn_relu(x, config.decoder_width, 3, name="decoder_fuse")

@@ -30,6 +30,7 @@ from kdc_tf.losses import LOSS_TERMS, compute_losses
 from kdc_tf.modeling import build_kdc_model
 from kdc_tf.training.checkpointing import make_checkpoint
 from kdc_tf.training.experiment import ExperimentConfig, load_config, save_config
+from kdc_tf.visualization.summaries import summary_images
 
 _MAX_SUMMARY_IMAGES = 2
 
@@ -63,26 +64,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return True
   return (resolver.task_type == "worker" and resolver.task_id == 0
           and "chief" not in resolver.cluster_spec().as_dict())
-
-
-def _overlay(images: tf.Tensor, heat: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-  """Input image dimmed, keypoint-disk probability in red, person-mask probability in green."""
-  size = tf.shape(images)[1:3]
-  heat = tf.image.resize(heat, size)
-  mask = tf.image.resize(mask, size)
-  colours = tf.concat([heat, mask, tf.zeros_like(heat)], axis=-1)
-  return tf.clip_by_value(0.6 * images / 255.0 + 0.4 * colours, 0.0, 1.0)
-
-
-def summary_images(images: tf.Tensor, targets: Dict[str, tf.Tensor],
-                   outputs: Dict[str, tf.Tensor]) -> tf.Tensor:
-  """[N, S, 2S, 3] in [0, 1]: prediction (left) beside target (right), max over keypoint types."""
-  predicted = _overlay(
-      images, tf.reduce_max(tf.sigmoid(outputs["heatmap_logits"]), axis=-1, keepdims=True),
-      tf.sigmoid(outputs["seg_logits"]))
-  target = _overlay(images, tf.reduce_max(targets["heatmap"], axis=-1, keepdims=True),
-                    targets["seg"])
-  return tf.concat([predicted, target], axis=2)
 
 
 class _Meter:

@@ -14,7 +14,7 @@ from typing import Mapping
 import cv2
 import numpy as np
 
-from kdc_tf.config import MASK_STRIDE
+from kdc_tf.geometry import MASK_STRIDE
 from kdc_tf.datasets import DatasetSpec
 from kdc_tf.visualization.overlay import blend_masks, instance_colours
 

@@ -1,4 +1,4 @@
-"""Generated scenes for the grouping oracle tests and benchmark: people on an empty canvas.
+"""Generated scenes for the grouping tests and benchmark: people on an empty canvas.
 
 A scene is an augmented example (ARCHITECTURE.md section 2) built directly: every person is a
 jittered standing pose (keypoints in input pixels, all labelled) with a mask made of capsules
@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from kdc_tf.config import MASK_STRIDE, grid_size
+from kdc_tf.geometry import MASK_STRIDE, mask_grid_size
 from kdc_tf.datasets import DatasetSpec
 
 # A front-facing person of height 1: (x, y) relative to the top of the head, x to the image right.
@@ -83,7 +83,7 @@ def make_scene(spec: DatasetSpec, input_size: int, placements: Sequence[Tuple[fl
     `instance_masks` uint8 [P, M, M], `crowd_mask` uint8 [M, M], `has_masks` True,
     `heights` float32 [P].
   """
-  mask_grid = grid_size(input_size, MASK_STRIDE)
+  mask_grid = mask_grid_size(input_size)
   rows, cols = np.meshgrid(np.arange(mask_grid), np.arange(mask_grid), indexing="ij")
   grid_points = np.stack([cols, rows], axis=-1).reshape(-1, 2).astype(np.float64) * MASK_STRIDE
   template = np.asarray([_POSE[name] for name in spec.keypoint_names], np.float64)

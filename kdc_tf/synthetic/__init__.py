@@ -1,0 +1,1 @@
+"""Generated test and benchmark data: people drawn on an empty canvas (`scenes`)."""
