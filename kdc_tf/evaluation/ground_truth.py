@@ -1,6 +1,6 @@
 """Ground truth for pycocotools through the same checked path as the TFRecord writer.
 
-`load_ground_truth` reads the annotation file with `data_pipeline.annotations.clean_coco_dataset`
+`load_ground_truth` reads the annotation file with `kdc_tf.coco_format.clean_coco_dataset`
 (the writer's reader), so evaluation, the oracle and training see the same people: duplicate image
 ids keep the first entry, degenerate polygon parts are dropped, a person without a usable
 segmentation (empty, invalid RLE, wrong RLE size) or with unusable keypoints becomes an ignore
@@ -13,7 +13,7 @@ from __future__ import annotations
 from absl import logging
 from pycocotools.coco import COCO
 
-from data_pipeline import annotations as annotation_reader
+from kdc_tf import coco_format
 from kdc_tf.datasets import get_dataset_spec
 from kdc_tf.evaluation.coco_evaluator import coco_from_dataset
 from kdc_tf.evaluation.crowdpose_evaluator import set_crowdpose_areas
@@ -23,9 +23,8 @@ from kdc_tf.io_utils import load_json
 def load_ground_truth(annotations: str, dataset: str) -> COCO:
   """Loads a COCO-format annotation file, cleaned and adjusted for the dataset's protocol."""
   spec = get_dataset_spec(dataset)
-  skips = annotation_reader.SkipCounter()
-  cleaned = annotation_reader.clean_coco_dataset(load_json(annotations),
-                                                 dataset, annotations, skips)
+  skips = coco_format.SkipCounter()
+  cleaned = coco_format.clean_coco_dataset(load_json(annotations), dataset, annotations, skips)
   if not cleaned["images"]:
     raise ValueError(f"{annotations}: no usable images in the annotation file")
   if skips.total():

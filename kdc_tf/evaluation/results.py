@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from pycocotools import mask as mask_utils
 
-from data_pipeline.annotations import valid_rle
+from kdc_tf.coco_format import valid_rle
 from kdc_tf.io_utils import atomic_write_json, load_json
 
 PERSON_CATEGORY_ID = 1
