@@ -11,6 +11,7 @@ import pytest
 from data_pipeline import annotations
 from data_pipeline import tfrecord_writer
 from data_pipeline.annotations import SkipReason
+from kdc_tf import coco_format
 
 # pycocotools 2.0.11 (annToMask, decode in these tests) warns about numpy 2's copy keyword.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -233,7 +234,7 @@ def test_compressed_rle_runs_match_pycocotools():
   for shape, density in (((7, 9), 0.5), ((64, 48), 0.02), ((33, 1), 0.9)):
     mask = (rng.random(shape) < density).astype(np.uint8)
     counts = mask_utils.encode(np.asfortranarray(mask))["counts"].decode("ascii")
-    runs = annotations._compressed_rle_runs(counts)
+    runs = coco_format._compressed_rle_runs(counts)
     flat = mask.reshape(-1, order="F")
     decoded = np.repeat(np.arange(len(runs)) % 2, runs).astype(np.uint8)
     np.testing.assert_array_equal(decoded, flat)
