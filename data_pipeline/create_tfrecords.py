@@ -15,17 +15,18 @@ from absl import app
 from absl import flags
 
 from data_pipeline.tfrecord_writer import write_tfrecords
+from kdc_tf.datasets import dataset_names
 
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
+def define_flags() -> None:
   """Defines this binary's flags (only when run: importing defines none)."""
   flags.DEFINE_string("annotations", None, "COCO-format keypoint annotation JSON.")
   flags.DEFINE_string("images", None, "Folder of the images named in the JSON.")
   flags.DEFINE_string("output", None, "Output prefix: writes PREFIX-00000-of-0000N.tfrecord.")
   flags.DEFINE_integer("num_shards", 16, "Number of TFRecord shards.", lower_bound=1)
-  flags.DEFINE_enum("dataset", "coco", ["coco", "crowdpose", "ochuman"],
+  flags.DEFINE_enum("dataset", "coco", dataset_names(),
                     "Dataset layout (keypoint count, segmentation).")
   flags.DEFINE_bool("keep_images_without_people", True,
                     "Keep images with no non-crowd person as negatives.")
@@ -42,5 +43,5 @@ def main(argv: List[str]) -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_flags()
   app.run(main)

@@ -15,28 +15,34 @@ from absl import flags
 
 from data_pipeline import synthetic
 
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder to write into.", required=True)
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 64, "Images to draw.", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed: the same seed gives the same dataset.")
-_FIRST_IMAGE_ID = flags.DEFINE_integer("first_image_id", 1, "First image id.", lower_bound=1)
-_IMAGE_FORMAT = flags.DEFINE_enum("image_format", "jpg", ["jpg", "png"], "Image file format.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 0, "TFRecord shards to write; 0 writes none.",
-                                   lower_bound=0)
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  flags.DEFINE_string("output_dir", None, "Folder to write into.", required=True)
+  flags.DEFINE_integer("num_images", 64, "Images to draw.", lower_bound=1)
+  flags.DEFINE_integer("seed", 0, "Seed: the same seed gives the same dataset.")
+  flags.DEFINE_integer("first_image_id", 1, "First image id.", lower_bound=1)
+  flags.DEFINE_enum("image_format", "jpg", ["jpg", "png"], "Image file format.")
+  flags.DEFINE_integer("num_shards", 0, "TFRecord shards to write; 0 writes none.",
+                       lower_bound=0)
 
 
 def main(argv: List[str]) -> None:
   del argv
   json_path = synthetic.generate_synthetic_coco(
-      _OUTPUT_DIR.value, _NUM_IMAGES.value, seed=_SEED.value,
-      first_image_id=_FIRST_IMAGE_ID.value, image_format=_IMAGE_FORMAT.value)
-  print(f"wrote {json_path} and {_NUM_IMAGES.value} images in "
-        f"{os.path.join(_OUTPUT_DIR.value, 'images')}")
-  if _NUM_SHARDS.value:
+      FLAGS.output_dir, FLAGS.num_images, seed=FLAGS.seed,
+      first_image_id=FLAGS.first_image_id, image_format=FLAGS.image_format)
+  print(f"wrote {json_path} and {FLAGS.num_images} images in "
+        f"{os.path.join(FLAGS.output_dir, 'images')}")
+  if FLAGS.num_shards:
     from data_pipeline.tfrecord_writer import write_tfrecords  # TensorFlow only when asked.
-    print(write_tfrecords(json_path, os.path.join(_OUTPUT_DIR.value, "images"),
-                          os.path.join(_OUTPUT_DIR.value, "tfrecords", "data"), _NUM_SHARDS.value,
+    print(write_tfrecords(json_path, os.path.join(FLAGS.output_dir, "images"),
+                          os.path.join(FLAGS.output_dir, "tfrecords", "data"), FLAGS.num_shards,
                           "coco"))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

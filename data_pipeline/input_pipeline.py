@@ -19,15 +19,16 @@ from data_pipeline import augmentation
 from data_pipeline import tfrecord_io
 from data_pipeline.targets import encode_targets
 from kdc_tf.config import AugmentConfig, EncoderConfig
+from kdc_tf.geometry import Geometry
 
 _MAX_PARALLEL_READS = 4
 
 
-def _make_example_fn(encoder_config: EncoderConfig, augment_config: Optional[AugmentConfig],
-                     base_seed: int):
+def _make_example_fn(geometry: Geometry, encoder_config: EncoderConfig,
+                     augment_config: Optional[AugmentConfig], base_seed: int):
   """The per-record map function: (index, serialized) -> (image, targets)."""
-  spec = encoder_config.spec
-  size = encoder_config.input_size
+  spec = geometry.spec
+  size = geometry.input_size
 
   def example_fn(index: tf.Tensor, serialized: tf.Tensor
                  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
@@ -37,12 +38,12 @@ def _make_example_fn(encoder_config: EncoderConfig, augment_config: Optional[Aug
     else:
       seed = tf.stack([tf.constant(base_seed, tf.int64), index])
       augmented = augmentation.augment(example, augment_config, size, spec, seed)
-    return augmented["image"], encode_targets(augmented, encoder_config)
+    return augmented["image"], encode_targets(augmented, geometry, encoder_config)
 
   return example_fn
 
 
-def build_dataset(file_pattern: str, encoder_config: EncoderConfig,
+def build_dataset(file_pattern: str, geometry: Geometry, encoder_config: EncoderConfig,
                   augment_config: AugmentConfig, batch_size: int, training: bool,
                   seed: Optional[int] = None, deterministic: bool = False,
                   shuffle_buffer: int = 256,
@@ -51,7 +52,8 @@ def build_dataset(file_pattern: str, encoder_config: EncoderConfig,
 
   Args:
     file_pattern: glob (or comma-separated globs) of TFRecord files.
-    encoder_config: target geometry; its dataset fixes the keypoint count.
+    geometry: input size, grids and disk radius; its dataset fixes the keypoint count.
+    encoder_config: the target choices beyond the geometry.
     augment_config: random augmentation for training (unused when training is false).
     batch_size: examples per batch; training drops the last partial batch (static batch size).
     training: shuffle, repeat forever and augment; else one pass in file order,
@@ -93,7 +95,8 @@ def build_dataset(file_pattern: str, encoder_config: EncoderConfig,
     dataset = dataset.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
     dataset = dataset.repeat()
   dataset = dataset.enumerate()
-  example_fn = _make_example_fn(encoder_config, augment_config if training else None, seed)
+  example_fn = _make_example_fn(geometry, encoder_config, augment_config if training else None,
+                                seed)
   dataset = dataset.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=order_matters)
   dataset = dataset.batch(batch_size, drop_remainder=training)

@@ -26,22 +26,22 @@ import tensorflow as tf
 from absl import logging
 
 from kdc_tf.config import EncoderConfig
-from kdc_tf.geometry import MASK_STRIDE, square_grid_points
+from kdc_tf.geometry import MASK_STRIDE, Geometry, square_grid_points
 
 # Squared distance standing for "no labelled keypoint": larger than any squared disk radius in use.
 _FAR = 1e12
 
 
-def _check_shapes(augmented: dict, config: EncoderConfig) -> None:
+def _check_shapes(augmented: dict, geometry: Geometry) -> None:
   """Trace-time checks of the static shapes, so a mismatch fails here with a clear message."""
-  num_keypoints = config.spec.num_keypoints
+  num_keypoints = geometry.spec.num_keypoints
   if not augmented["keypoints"].shape.is_compatible_with([None, num_keypoints, 3]):
     raise ValueError(f"keypoints must be [P, {num_keypoints}, 3] for dataset "
-                     f"{config.dataset!r}, got {augmented['keypoints'].shape}")
-  size = config.mask_grid_size
+                     f"{geometry.dataset!r}, got {augmented['keypoints'].shape}")
+  size = geometry.mask_grid_size
   for key, expected in (("instance_masks", [None, size, size]), ("crowd_mask", [size, size])):
     if not augmented[key].shape.is_compatible_with(expected):
-      raise ValueError(f"{key} must be {expected} on the mask grid of a {config.input_size} "
+      raise ValueError(f"{key} must be {expected} on the mask grid of a {geometry.input_size} "
                        f"input, got {augmented[key].shape}")
 
 
@@ -75,21 +75,21 @@ def _gather_person(values: tf.Tensor, person: tf.Tensor, types: tf.Tensor) -> tf
 
 
 def _keypoint_targets(xy: tf.Tensor, labelled: tf.Tensor, keypoint_weight: tf.Tensor,
-                      config: EncoderConfig) -> Dict[str, tf.Tensor]:
+                      geometry: Geometry) -> Dict[str, tf.Tensor]:
   """Disk heatmaps, KeyCentroid and mid-range offsets on the pose grid.
 
   xy [P, K, 2] and labelled [P, K] include the sentinel person; keypoint_weight is [G, G, 1].
   """
-  spec = config.spec
-  size = config.pose_grid_size
-  points = square_grid_points(size, config.output_stride)  # [G, G, 2]
+  spec = geometry.spec
+  size = geometry.pose_grid_size
+  points = square_grid_points(size, geometry.output_stride)  # [G, G, 2]
 
   # Squared distance from every grid point to every person's keypoint of every type: [P, G, G, K].
   dx = points[tf.newaxis, :, :, tf.newaxis, 0] - xy[:, tf.newaxis, tf.newaxis, :, 0]
   dy = points[tf.newaxis, :, :, tf.newaxis, 1] - xy[:, tf.newaxis, tf.newaxis, :, 1]
   distance2 = tf.where(labelled[:, tf.newaxis, tf.newaxis, :], dx * dx + dy * dy, _FAR)
   owner = tf.argmin(distance2, axis=0, output_type=tf.int32)  # [G, G, K], nearest person
-  heatmap = tf.cast(tf.reduce_min(distance2, axis=0) <= config.disk_radius ** 2, tf.float32)
+  heatmap = tf.cast(tf.reduce_min(distance2, axis=0) <= geometry.disk_radius ** 2, tf.float32)
 
   types = tf.range(spec.num_keypoints, dtype=tf.int32)
   owned_xy = _gather_person(xy, owner, types)  # [G, G, K, 2]
@@ -130,12 +130,12 @@ def _mask_centroids(masks: tf.Tensor, xy: tf.Tensor, labelled: tf.Tensor, points
 
 def _segmentation_targets(masks: tf.Tensor, xy: tf.Tensor, labelled: tf.Tensor,
                           valid: tf.Tensor, has_masks: tf.Tensor,
-                          config: EncoderConfig) -> Dict[str, tf.Tensor]:
+                          geometry: Geometry, config: EncoderConfig) -> Dict[str, tf.Tensor]:
   """Person mask, MaskCentroid offsets and instance ids on the mask grid.
 
   masks [P, M, M] float (sentinel included); valid [M, M] is 1 outside crowd/dropped regions.
   """
-  points = square_grid_points(config.mask_grid_size, MASK_STRIDE)  # [M, M, 2]
+  points = square_grid_points(geometry.mask_grid_size, MASK_STRIDE)  # [M, M, 2]
   count = tf.reduce_sum(masks, axis=0)
   exclusive = tf.cast(tf.equal(count, 1.0), tf.float32)
   instance = tf.argmax(masks, axis=0, output_type=tf.int32)  # the only instance where exclusive
@@ -152,13 +152,14 @@ def _segmentation_targets(masks: tf.Tensor, xy: tf.Tensor, labelled: tf.Tensor,
   }
 
 
-def encode_targets(augmented: dict, config: EncoderConfig) -> Dict[str, tf.Tensor]:
+def encode_targets(augmented: dict, geometry: Geometry,
+                   config: EncoderConfig = EncoderConfig()) -> Dict[str, tf.Tensor]:
   """One augmented example -> the targets of ARCHITECTURE.md section 3 (unbatched).
 
   Needs `keypoints` [P, K, 3] and `instance_masks` [P, M, M] in input pixels / on the mask grid,
   `crowd_mask` [M, M] and `has_masks`; P may be 0 (all-zero targets, weights 1 outside crowd).
   """
-  _check_shapes(augmented, config)
+  _check_shapes(augmented, geometry)
   keypoints = tf.cast(augmented["keypoints"], tf.float32)
   masks = tf.cast(augmented["instance_masks"] > 0, tf.float32)
   crowd = tf.cast(augmented["crowd_mask"] > 0, tf.float32)
@@ -172,11 +173,11 @@ def encode_targets(augmented: dict, config: EncoderConfig) -> Dict[str, tf.Tenso
   unlabelled_area = tf.reduce_max(masks * unlabelled_people[:, tf.newaxis, tf.newaxis], axis=0)
   dropped = tf.cast(dropped, tf.float32)
   keypoint_ignore = tf.maximum(tf.maximum(crowd, dropped), unlabelled_area)
-  step = config.output_stride // MASK_STRIDE
+  step = geometry.output_stride // MASK_STRIDE
   keypoint_weight = (1.0 - keypoint_ignore[::step, ::step])[..., tf.newaxis]
 
-  targets = _keypoint_targets(xy, labelled, keypoint_weight, config)
+  targets = _keypoint_targets(xy, labelled, keypoint_weight, geometry)
   valid = (1.0 - crowd) * (1.0 - dropped)
   targets.update(_segmentation_targets(
-      masks, xy, labelled, valid, augmented["has_masks"], config))
+      masks, xy, labelled, valid, augmented["has_masks"], geometry, config))
   return targets

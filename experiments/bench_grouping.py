@@ -1,11 +1,11 @@
 r"""Times the grouping module on perfect targets of generated scenes, every call on a new scene.
 
-  python -m experiments.bench_grouping [--image_size=401] [--num_people=1,5,10,20,40] \
+  python -m experiments.bench_grouping [--input_size=401] [--num_people=1,5,10,20,40] \
       [--repeats=20] [--jit_compile]
 
 For each number of people, `--repeats` different scenes of that many generated people
-(kdc_tf.synthetic.scenes) on an image_size canvas, encoded by data_pipeline.targets.encode_targets
-and decoded by `Grouper` at output size image_size x image_size (input_scale 1). Every timed call
+(kdc_tf.synthetic.scenes) on an input_size canvas, encoded by data_pipeline.targets.encode_targets
+and decoded by `Grouper` at output size input_size x input_size (input_scale 1). Every timed call
 decodes a scene the grouper has never seen, after a warm-up on other scenes: a graph that
 recompiles for new input values (XLA caches compilations by the values of inputs it needs as
 compile-time constants) pays that compilation inside the timing, where the repeated decoding of a
@@ -26,40 +26,46 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from data_pipeline.targets import encode_targets
-from kdc_tf.config import EncoderConfig, GroupingConfig
+from experiments import common_flags
+from kdc_tf.config import ExperimentConfig, GroupingConfig
+from kdc_tf.geometry import Geometry
 from kdc_tf.grouping import INPUT_KEYS, Grouper
 from kdc_tf.synthetic import scenes
 
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 401, "Square input size S ((S - 1) % 8 == 0).")
-_NUM_PEOPLE = flags.DEFINE_list("num_people", ["1", "5", "10", "20", "40"],
-                                "People per generated scene.")
-_REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per count, each on a new scene.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls per count first, on other scenes.")
-_JIT = flags.DEFINE_bool("jit_compile", True, "XLA-compile the grouping stages.")
-_SEED = flags.DEFINE_integer("seed", 0, "Scene generator seed.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  common_flags.define_geometry_flags()
+  flags.DEFINE_list("num_people", ["1", "5", "10", "20", "40"], "People per generated scene.")
+  flags.DEFINE_integer("repeats", 20, "Timed calls per count, each on a new scene.")
+  flags.DEFINE_integer("warmup", 2, "Untimed calls per count first, on other scenes.")
+  flags.DEFINE_bool("jit_compile", True, "XLA-compile the grouping stages.")
+  flags.DEFINE_integer("seed", 0, "Scene generator seed.")
 
 _REPORTED_PEOPLE = 20
 
 
-def scene_inputs(num_people: int, encoder: EncoderConfig, rng: np.random.Generator):
+def scene_inputs(num_people: int, geometry: Geometry, rng: np.random.Generator):
   """Grouping inputs (perfect targets) of a new scene; people shrink as the crowd grows."""
-  size = encoder.input_size
+  size = geometry.input_size
   max_height = float(np.clip(1.6 * size / np.sqrt(max(num_people, 1)), 60.0, 200.0))
   placements = scenes.random_placements(num_people, size, rng, 0.6 * max_height, max_height)
-  scene = scenes.make_scene(encoder.spec, size, placements, rng)
+  scene = scenes.make_scene(geometry.spec, size, placements, rng)
   augmented = {key: tf.constant(scene[key])
                for key in ("keypoints", "instance_masks", "crowd_mask", "has_masks")}
-  targets = encode_targets(augmented, encoder)
+  targets = encode_targets(augmented, geometry)
   return {key: targets[key] for key in INPUT_KEYS}
 
 
-def time_new_scenes(grouper: Grouper, encoder: EncoderConfig, counts, repeats: int, warmup: int,
+def time_new_scenes(grouper: Grouper, geometry: Geometry, counts, repeats: int, warmup: int,
                     rng: np.random.Generator):
   """Per count: (milliseconds of each timed call `[repeats]`, people decoded in the last one).
 
   Scenes are generated before the timing; each is decoded once (outputs fetched to numpy)."""
-  output_size = (encoder.input_size, encoder.input_size)
-  inputs = [[scene_inputs(count, encoder, rng) for _ in range(warmup + repeats)]
+  output_size = (geometry.input_size, geometry.input_size)
+  inputs = [[scene_inputs(count, geometry, rng) for _ in range(warmup + repeats)]
             for count in counts]
   for per_count in inputs:  # warm-up: tracing and compilation on scenes that are not timed
     for scene in per_count[:warmup]:
@@ -78,17 +84,18 @@ def time_new_scenes(grouper: Grouper, encoder: EncoderConfig, counts, repeats: i
 
 def main(argv):
   del argv
-  encoder = EncoderConfig(input_size=_IMAGE_SIZE.value)
-  grouper = Grouper.from_encoder_config(encoder, GroupingConfig(), jit_compile=_JIT.value)
-  counts = sorted({int(n) for n in _NUM_PEOPLE.value})
+  experiment = ExperimentConfig(geometry=Geometry(input_size=FLAGS.input_size))
+  geometry = experiment.geometry
+  grouper = Grouper(experiment, GroupingConfig(), jit_compile=FLAGS.jit_compile)
+  counts = sorted({int(n) for n in FLAGS.num_people})
   if not any(count <= _REPORTED_PEOPLE for count in counts):
     raise app.UsageError(f"--num_people needs a count <= {_REPORTED_PEOPLE} for the summary line")
-  if _REPEATS.value < 1 or _WARMUP.value < 1:
+  if FLAGS.repeats < 1 or FLAGS.warmup < 1:
     raise app.UsageError("--repeats and --warmup must be >= 1")
   logging.info("grouping benchmark: %dx%d, jit_compile=%s, %d new scenes per count",
-               encoder.input_size, encoder.input_size, _JIT.value, _REPEATS.value)
-  timings = time_new_scenes(grouper, encoder, counts, _REPEATS.value, _WARMUP.value,
-                            np.random.default_rng(_SEED.value))
+               geometry.input_size, geometry.input_size, FLAGS.jit_compile, FLAGS.repeats)
+  timings = time_new_scenes(grouper, geometry, counts, FLAGS.repeats, FLAGS.warmup,
+                            np.random.default_rng(FLAGS.seed))
   reported = None
   for count, (milliseconds, found) in zip(counts, timings):
     print(f"people={count:3d} decoded={found:3d} median_ms={np.median(milliseconds):7.2f} "
@@ -99,4 +106,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

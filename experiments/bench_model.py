@@ -19,17 +19,24 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from experiments import common_flags
 from kdc_tf.config import EncoderConfig, LossConfig
+from kdc_tf.geometry import Geometry
 from kdc_tf.losses import compute_losses
 from kdc_tf.modeling import ModelConfig, build_kdc_model, heads, trunk_name
+from kdc_tf.modeling.config import TRUNK_DEPTHS
 
-_DEPTH = flags.DEFINE_enum("depth", "101", ["tiny", "50", "101", "152"], "Trunk depth.")
-_INPUT_SIZE = flags.DEFINE_integer("input_size", 401, "Square input size.")
-_OUTPUT_STRIDE = flags.DEFINE_enum("output_stride", "8", ["8", "16"], "Trunk output stride.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "4"], "Forward batch sizes.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed forward passes per model and batch size.")
-_TRAIN_BATCH_SIZE = flags.DEFINE_integer("train_batch_size", 4, "Training-step batch size.")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 2, "Timed training steps (0 = skip).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  flags.DEFINE_enum("depth", "101", sorted(TRUNK_DEPTHS), "Trunk depth.")
+  common_flags.define_geometry_flags(output_stride=True)
+  flags.DEFINE_list("batch_sizes", ["1", "4"], "Forward batch sizes.")
+  flags.DEFINE_integer("repeats", 3, "Timed forward passes per model and batch size.")
+  flags.DEFINE_integer("train_batch_size", 4, "Training-step batch size.")
+  flags.DEFINE_integer("train_steps", 2, "Timed training steps (0 = skip).")
 
 
 def _elapsed(fn: Callable[[], object]) -> float:
@@ -43,20 +50,20 @@ def _fetch(outputs) -> None:
   tf.nest.map_structure(lambda t: t.numpy(), outputs)
 
 
-def _heads_model(config: ModelConfig, trunk: keras.Model) -> keras.Model:
+def _heads_model(config: ModelConfig, geometry: Geometry, trunk: keras.Model) -> keras.Model:
   """The same heads as build_kdc_model, on inputs shaped like the trunk's outputs."""
   features = {name: keras.Input(t.shape[1:], name=name) for name, t in trunk.output.items()}
   neck = heads.neck(features["features"], config)
-  outputs = {**heads.pose_net(neck, config),
-             **heads.seg_net(neck, features["stride4"], config)}
+  outputs = {**heads.pose_net(neck, config, geometry),
+             **heads.seg_net(neck, features["stride4"], config, geometry)}
   return keras.Model(features, outputs, name="heads")
 
 
-def random_targets(encoder: EncoderConfig, batch: int, rng: np.random.Generator
+def random_targets(geometry: Geometry, batch: int, rng: np.random.Generator
                    ) -> Dict[str, tf.Tensor]:
   """Targets of the right shapes and ranges (ARCHITECTURE.md section 3), for timing only."""
-  g, m = encoder.pose_grid_size, encoder.mask_grid_size
-  k, e = encoder.spec.num_keypoints, encoder.spec.num_directed_edges
+  g, m = geometry.pose_grid_size, geometry.mask_grid_size
+  k, e = geometry.spec.num_keypoints, geometry.spec.num_directed_edges
 
   def uniform(*shape, scale=1.0):
     return tf.constant(rng.uniform(0, scale, (batch,) + shape).astype(np.float32))
@@ -65,7 +72,7 @@ def random_targets(encoder: EncoderConfig, batch: int, rng: np.random.Generator
   return {
       "heatmap": tf.cast(uniform(g, g, k) > 0.95, tf.float32),
       "keypoint_weight": tf.ones((batch, g, g, 1)),
-      "keycentroid": uniform(g, g, 2 * k, scale=encoder.disk_radius),
+      "keycentroid": uniform(g, g, 2 * k, scale=geometry.disk_radius),
       "keycentroid_weight": uniform(g, g, k),
       "midrange": uniform(g, g, 2 * e, scale=100.0),
       "midrange_weight": uniform(g, g, e),
@@ -79,33 +86,33 @@ def random_targets(encoder: EncoderConfig, batch: int, rng: np.random.Generator
 
 def main(argv: List[str]) -> None:
   del argv
-  config = ModelConfig(depth=_DEPTH.value, input_size=_INPUT_SIZE.value,
-                       output_stride=int(_OUTPUT_STRIDE.value))
-  encoder = EncoderConfig(input_size=config.input_size, output_stride=config.output_stride)
-  model = build_kdc_model(config)
+  config = ModelConfig(depth=FLAGS.depth)
+  geometry = Geometry(input_size=FLAGS.input_size, output_stride=int(FLAGS.output_stride))
+  model = build_kdc_model(config, geometry)
   trunk = model.get_layer(trunk_name(config))
-  print(f"ResNet-{config.depth} output stride {config.output_stride}, input "
-        f"{config.input_size}x{config.input_size}: trunk {trunk.count_params():,} parameters, "
+  size = geometry.input_size
+  print(f"ResNet-{config.depth} output stride {geometry.output_stride}, input "
+        f"{size}x{size}: trunk {trunk.count_params():,} parameters, "
         f"full model {model.count_params():,}; timings are noisy on a shared machine")
-  heads_model = _heads_model(config, trunk)
+  heads_model = _heads_model(config, geometry, trunk)
   functions = {"trunk": tf.function(lambda x: trunk(x, training=False)),
                "model": tf.function(lambda x: model(x, training=False)),
                "heads": tf.function(lambda f: heads_model(f, training=False))}
   rng = np.random.default_rng(0)
   ratios = []
-  for batch in (int(b) for b in _BATCH_SIZES.value):
-    images = tf.constant(rng.uniform(0, 255, (batch, config.input_size, config.input_size, 3)),
+  for batch in (int(b) for b in FLAGS.batch_sizes):
+    images = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)),
                          tf.float32)
     inputs = {"trunk": images, "model": images, "heads": trunk(images, training=False)}
     for name, fn in functions.items():  # Trace and warm up.
       _fetch(fn(inputs[name]))
     times = {name: [] for name in functions}
-    for _ in range(_REPEATS.value):
+    for _ in range(FLAGS.repeats):
       for name, fn in functions.items():
         times[name].append(_elapsed(lambda: _fetch(fn(inputs[name]))))
     per_image = {name: min(t) / batch for name, t in times.items()}
     ratios.append(per_image["model"] / per_image["trunk"])
-    print(f"batch {batch}: forward per image (min of {_REPEATS.value}) model "
+    print(f"batch {batch}: forward per image (min of {FLAGS.repeats}) model "
           f"{per_image['model'] * 1e3:.1f} ms, trunk {per_image['trunk'] * 1e3:.1f} ms, heads "
           f"alone on the trunk's features {per_image['heads'] * 1e3:.1f} ms; model/trunk "
           f"{ratios[-1]:.3f}, (trunk + heads)/trunk "
@@ -114,28 +121,30 @@ def main(argv: List[str]) -> None:
           f"{np.median(times['trunk']) / batch * 1e3:.1f}, heads "
           f"{np.median(times['heads']) / batch * 1e3:.1f} ms")
 
-  if _TRAIN_STEPS.value > 0:
-    batch = _TRAIN_BATCH_SIZE.value
-    images = tf.constant(rng.uniform(0, 255, (batch, config.input_size, config.input_size, 3)),
+  if FLAGS.train_steps > 0:
+    batch = FLAGS.train_batch_size
+    images = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)),
                          tf.float32)
-    targets = random_targets(encoder, batch, rng)
+    targets = random_targets(geometry, batch, rng)
     optimizer = keras.optimizers.Adam(1e-5)
     loss_config = LossConfig()
 
     @tf.function
     def train_step():
       with tf.GradientTape() as tape:
-        losses = compute_losses(targets, model(images, training=True), loss_config, encoder)
+        losses = compute_losses(targets, model(images, training=True), loss_config,
+                                EncoderConfig())
       gradients = tape.gradient(losses["total"], model.trainable_variables)
       optimizer.apply(gradients, model.trainable_variables)
       return losses["total"]
 
     train_step().numpy()  # Trace and warm up.
-    step_times = [_elapsed(lambda: train_step().numpy()) for _ in range(_TRAIN_STEPS.value)]
+    step_times = [_elapsed(lambda: train_step().numpy()) for _ in range(FLAGS.train_steps)]
     print(f"training step, batch {batch}: {min(step_times):.2f} s (min of {len(step_times)}; "
           f"median {np.median(step_times):.2f} s), {min(step_times) / batch:.2f} s per image")
   print(f"model_over_trunk={float(np.mean(ratios)):.4f}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

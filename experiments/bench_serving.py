@@ -23,9 +23,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from kdc_tf.config import EncoderConfig, GroupingConfig
+from experiments import common_flags
+from kdc_tf.config import ExperimentConfig, GroupingConfig
 from kdc_tf.export import SERVING_SIGNATURE, export_saved_model
-from kdc_tf.geometry import resize_and_pad_image
+from kdc_tf.geometry import Geometry, resize_and_pad_image
 from kdc_tf.inference import Predictor
 from kdc_tf.modeling import ModelConfig, build_kdc_model
 from kdc_tf.modeling.config import TRUNK_DEPTHS
@@ -36,7 +37,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   """Defines this binary's flags (in a function so that importing this module defines none)."""
   flags.DEFINE_enum("depth", "101", sorted(TRUNK_DEPTHS), "ResNet trunk depth.")
-  flags.DEFINE_integer("input_size", 401, "Square model input (and test image) size.")
+  common_flags.define_geometry_flags()  # --input_size: the model input and test image size
   flags.DEFINE_string("image", None,
                       "Optional image file to time on (resized to input_size); default: a seeded "
                       "random image.")
@@ -68,8 +69,10 @@ def main(argv):
   tf.get_logger().setLevel("ERROR")
   keras.utils.set_random_seed(FLAGS.seed)
   size = FLAGS.input_size
-  model = build_kdc_model(ModelConfig(depth=FLAGS.depth, input_size=size))
-  predictor = Predictor(model, EncoderConfig(input_size=size), GroupingConfig())
+  experiment = ExperimentConfig(geometry=Geometry(input_size=size),
+                                model=ModelConfig(depth=FLAGS.depth))
+  model = build_kdc_model(experiment.model, experiment.geometry)
+  predictor = Predictor(model, experiment, GroupingConfig())
 
   image = tf.constant(_test_image(size, FLAGS.seed))
   resized = resize_and_pad_image(image, size)[0][tf.newaxis]

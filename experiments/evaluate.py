@@ -7,7 +7,7 @@ Results file (no model needed):
 Trained model (a training model_dir / checkpoint, or an exported SavedModel), on the images of
 the annotation file:
   python -m experiments.evaluate --checkpoint=/tmp/kdc_run --annotations=... --images=val2017/ \
-      --dataset=coco --test_scale=401 --output=results.json
+      --dataset=coco --input_size=401 --output=results.json
 
 Prints the AP/AR tables and ends with `keypoints_AP=<x> segm_AP=<y>` (segm left out when the
 dataset or the results have no masks). CrowdPose adds AP per crowd-index band; its protocol and
@@ -20,6 +20,7 @@ from typing import Sequence
 
 from absl import app, flags
 
+from experiments import common_flags
 from experiments import evaluation_runner as runner
 from kdc_tf import evaluation
 
@@ -32,10 +33,9 @@ def define_flags() -> None:
   flags.DEFINE_string("checkpoint", None, "Training model_dir or checkpoint to evaluate (mode B).")
   flags.DEFINE_string("saved_model", None, "Exported SavedModel directory to evaluate (mode B).")
   flags.DEFINE_string("annotations", None, "COCO-format ground-truth JSON.")
-  flags.DEFINE_enum("dataset", "coco", ["coco", "crowdpose", "ochuman"], "Evaluation protocol.")
+  common_flags.define_dataset_flag()
   flags.DEFINE_string("images", None, "Directory of the annotation file's images (mode B).")
-  flags.DEFINE_integer("test_scale", 401, "Long side of the image at the model input (mode B); "
-                       "(scale - 1) must be a multiple of the output stride, e.g. 401, 641, 801.")
+  common_flags.define_geometry_flags()  # --input_size: the test scale (mode B)
   flags.DEFINE_integer("max_images", None, "Evaluate only the first N images (mode B).")
   flags.DEFINE_string("output", None, "Where to write the results JSON (required in mode B).")
   flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image (mode B); "
@@ -62,9 +62,9 @@ def main(argv: Sequence[str]) -> None:
     results, image_ids = evaluation.read_results(FLAGS.results), None
   else:
     if FLAGS.checkpoint:
-      predict = runner.checkpoint_predict_fn(FLAGS.checkpoint, FLAGS.dataset, FLAGS.test_scale)
+      predict = runner.checkpoint_predict_fn(FLAGS.checkpoint, FLAGS.dataset, FLAGS.input_size)
     else:
-      predict = runner.saved_model_predict_fn(FLAGS.saved_model, FLAGS.dataset, FLAGS.test_scale)
+      predict = runner.saved_model_predict_fn(FLAGS.saved_model, FLAGS.dataset, FLAGS.input_size)
     results, image_ids = runner.predict_dataset(predict, coco_gt, FLAGS.images, FLAGS.max_images,
                                                 FLAGS.fail_on_bad_image)
   if FLAGS.output:

@@ -38,7 +38,7 @@ def saved_model_predict_fn(export_dir: str, dataset: str, test_scale: int) -> Pr
   metadata = export.load_metadata(export_dir)
   check_keypoint_layout(len(metadata["keypoint_names"]), dataset, export_dir)
   if metadata["input_size"] != test_scale:
-    logging.warning("%s was exported at test scale %d; --test_scale=%d does not apply to it.",
+    logging.warning("%s was exported at test scale %d; --input_size=%d does not apply to it.",
                     export_dir, metadata["input_size"], test_scale)
   serve = tf.saved_model.load(export_dir).signatures[export.SERVING_SIGNATURE]
   return lambda image: {k: v.numpy() for k, v in serve(image=image).items()}

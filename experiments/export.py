@@ -9,7 +9,7 @@ TF Serving wants one numbered version directory per export under --model_base_pa
 
 from absl import app, flags
 
-from experiments import predictor_flags
+from experiments import common_flags
 from kdc_tf.export import describe_signatures, export_saved_model
 
 FLAGS = flags.FLAGS
@@ -17,7 +17,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """Defines this binary's flags (in a function so that importing this module defines none)."""
-  predictor_flags.define_predictor_flags()
+  common_flags.define_predictor_flags()
   flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (must not hold one yet).")
   flags.mark_flag_as_required("export_dir")
 
@@ -25,7 +25,7 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  predictor = predictor_flags.predictor_from_flags()
+  predictor = common_flags.predictor_from_flags()
   export_saved_model(predictor, FLAGS.export_dir)
   print(f"Exported to {FLAGS.export_dir}")
   print(describe_signatures(FLAGS.export_dir))

@@ -1,15 +1,15 @@
 r"""The oracle: ground truth -> target encoder -> grouping -> COCO evaluation.
 
   python -m experiments.oracle --annotations=coco_sample/test_coco.json --images=coco_sample \
-      --dataset=coco --test_scale=401
+      --dataset=coco --input_size=401
 
 Each image goes through the deterministic inference transform (`resize_and_pad_example`: long
-side to `--test_scale`, pad bottom/right), `encode_targets`, and the grouping decoder with the
+side to `--input_size`, pad bottom/right), `encode_targets`, and the grouping decoder with the
 targets as perfect head outputs; people come out at the original resolution and are evaluated like
 a model's.
 This measures what the representation and the decoder lose with perfect predictions.
 
-  python -m experiments.oracle --synthetic=occlusion --num_images=100 --test_scale=401 [--seed=0]
+  python -m experiments.oracle --synthetic=occlusion --num_images=100 --input_size=401 [--seed=0]
 
 runs it on generated OCHuman-like occlusion scenes instead (`data_pipeline.synthetic_occlusion`,
 written to a temporary directory, or to `--synthetic_dir`), through the same path.
@@ -35,14 +35,15 @@ from data_pipeline import synthetic_occlusion, tfrecord_io
 from data_pipeline.augmentation import resize_and_pad_example
 from data_pipeline.targets import encode_targets
 from data_pipeline.tfrecord_writer import serialize_record
+from experiments import common_flags
 from kdc_tf import evaluation, grouping
-from kdc_tf.config import EncoderConfig, GroupingConfig
+from kdc_tf.config import ExperimentConfig, GroupingConfig
 from kdc_tf.datasets import get_dataset_spec
 from kdc_tf.evaluation.coco_evaluator import SEGM, EvaluationReport
 from kdc_tf.evaluation.mask_ceiling import grid_masks_to_image
 from kdc_tf.evaluation.progress import Progress
 from kdc_tf.evaluation.results import Result
-from kdc_tf.geometry import inference_scale
+from kdc_tf.geometry import Geometry, inference_scale
 
 FLAGS = flags.FLAGS
 
@@ -50,10 +51,8 @@ def define_flags() -> None:
   """Defines this binary's flags (in a function so that importing this module defines none)."""
   flags.DEFINE_string("annotations", None, "COCO-format ground-truth JSON.")
   flags.DEFINE_string("images", None, "Directory of the annotation file's images.")
-  flags.DEFINE_enum("dataset", "coco", ["coco", "crowdpose", "ochuman"], "Dataset layout/protocol.")
-  flags.DEFINE_integer("test_scale", 401, "Long side at the model input; (scale - 1) must be a "
-                       "multiple of the output stride and of 4, e.g. 401, 641, 801.")
-  flags.DEFINE_integer("output_stride", 8, "Pose grid stride of the encoder (8 or 16).")
+  common_flags.define_dataset_flag()
+  common_flags.define_geometry_flags(output_stride=True)
   flags.DEFINE_integer("max_images", None, "Only the first N images.")
   flags.DEFINE_string("output", None, "Optional: write the oracle's COCO results JSON here.")
   flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image; by default "
@@ -131,18 +130,18 @@ def decoded_examples(annotations_path: str, images_dir: str, dataset: str,
 class Oracle:
   """GT decoded example -> people at the original resolution, plus the ceiling's masks."""
 
-  def __init__(self, encoder_config: EncoderConfig, grouping_config: GroupingConfig,
+  def __init__(self, experiment: ExperimentConfig, grouping_config: GroupingConfig,
                jit_compile: bool = False):
-    self._config = encoder_config
-    self._grouper = grouping.Grouper.from_encoder_config(encoder_config, grouping_config,
-                                                         jit_compile)
+    self._experiment = experiment
+    self._grouper = grouping.Grouper(experiment, grouping_config, jit_compile)
 
   def __call__(self, example: dict) -> Dict[str, np.ndarray]:
     """Grouping outputs (ARCHITECTURE.md 5) and `ceiling_masks` `[P, H, W]` for one image."""
     size = tf.shape(example["image"])[:2]
-    scale = inference_scale(size[0], size[1], self._config.input_size)
-    augmented = resize_and_pad_example(example, self._config.input_size)
-    targets = encode_targets(augmented, self._config)
+    input_size = self._experiment.geometry.input_size
+    scale = inference_scale(size[0], size[1], input_size)
+    augmented = resize_and_pad_example(example, input_size)
+    targets = encode_targets(augmented, self._experiment.geometry, self._experiment.encoder)
     inputs = {key: targets[key] for key in grouping.INPUT_KEYS}
     outputs = {k: v.numpy() for k, v in self._grouper(inputs, size, scale).items()}
     outputs["ceiling_masks"] = grid_masks_to_image(
@@ -156,9 +155,9 @@ def run_oracle(annotations_path: str, images_dir: str, dataset: str, test_scale:
                jit_compile: bool = False, fail_on_bad_image: bool = False) -> OracleReport:
   """Runs the oracle over the images of an annotation file and evaluates it; unreadable images
   are skipped and counted (`fail_on_bad_image`: an error)."""
-  encoder_config = EncoderConfig(dataset=dataset, input_size=test_scale,
-                                 output_stride=output_stride)
-  oracle = Oracle(encoder_config, grouping_config or GroupingConfig(), jit_compile)
+  experiment = ExperimentConfig(geometry=Geometry(dataset=dataset, input_size=test_scale,
+                                                 output_stride=output_stride))
+  oracle = Oracle(experiment, grouping_config or GroupingConfig(), jit_compile)
   coco_gt = evaluation.load_ground_truth(annotations_path, dataset)
   examples = list(decoded_examples(annotations_path, images_dir, dataset, max_images,
                                    fail_on_bad_image))
@@ -176,7 +175,7 @@ def run_oracle(annotations_path: str, images_dir: str, dataset: str, test_scale:
         outputs["masks"] if has_masks else None)
     ceiling_masks = outputs["ceiling_masks"]
     ceiling_results += evaluation.grouping_to_results(
-        image_id, np.zeros(ceiling_masks.shape[:1] + (encoder_config.spec.num_keypoints, 3)),
+        image_id, np.zeros(ceiling_masks.shape[:1] + (experiment.geometry.spec.num_keypoints, 3)),
         np.ones(ceiling_masks.shape[:1]), ceiling_masks.shape[0], ceiling_masks)
     image_ids.append(image_id)
     progress.update()
@@ -185,7 +184,7 @@ def run_oracle(annotations_path: str, images_dir: str, dataset: str, test_scale:
   ceiling, ceiling_table = None, ""
   if has_masks:
     ceiling, ceiling_table = evaluation.run_cocoeval(
-        coco_gt, ceiling_results, SEGM, encoder_config.spec.oks_sigmas, image_ids)
+        coco_gt, ceiling_results, SEGM, experiment.geometry.spec.oks_sigmas, image_ids)
   return OracleReport(report, ceiling, ceiling_table, results)
 
 
@@ -201,8 +200,8 @@ def main(argv: Sequence[str]) -> None:
       annotations = synthetic_occlusion.generate_occlusion_coco(directory, FLAGS.num_images,
                                                                FLAGS.seed)
       images, dataset = f"{directory}/images", "coco"
-    oracle_report = run_oracle(annotations, images, dataset, FLAGS.test_scale,
-                               FLAGS.output_stride, FLAGS.max_images,
+    oracle_report = run_oracle(annotations, images, dataset, FLAGS.input_size,
+                               int(FLAGS.output_stride), FLAGS.max_images,
                                jit_compile=FLAGS.jit_compile,
                                fail_on_bad_image=FLAGS.fail_on_bad_image)
   if FLAGS.output:

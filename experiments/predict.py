@@ -13,7 +13,7 @@ second run into the same --output_dir while one is running is refused.
 Grayscale, RGBA and 16-bit images are converted to 8-bit RGB; files that are not images, or do
 not decode, are skipped with the reason logged and counted (`kdc_tf.prediction`). The model is an
 exported SavedModel (--saved_model, its `serving_default` signature) or a trained model_dir
-(--model_dir or --checkpoint, with the grouping flags of experiments/predictor_flags.py).
+(--model_dir or --checkpoint, with the grouping flags of experiments/common_flags.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Tuple
 
 from absl import app, flags, logging
 
-from experiments import predictor_flags
+from experiments import common_flags
 from kdc_tf import prediction
 from kdc_tf.datasets import DatasetSpec
 
@@ -36,13 +36,13 @@ def _predict_fn_from_flags() -> Tuple[prediction.PredictFn, DatasetSpec]:
     return prediction.saved_model_predict_fn(FLAGS.saved_model)
   if not (FLAGS.model_dir or FLAGS.checkpoint):
     raise app.UsageError("give --saved_model, --model_dir or --checkpoint")
-  predictor = predictor_flags.predictor_from_flags()
+  predictor = common_flags.predictor_from_flags()
   return predictor.predict_numpy, predictor.spec
 
 
 def define_flags() -> None:
   """Defines this binary's flags (in a function so that importing this module defines none)."""
-  predictor_flags.define_predictor_flags()
+  common_flags.define_predictor_flags()
   flags.DEFINE_string("saved_model", None, "An exported SavedModel directory (experiments.export).")
   flags.DEFINE_string("input", None, "An image file, a folder of images, or a video file.")
   flags.DEFINE_string("output_dir", None, "Where results.json and the overlays go.")

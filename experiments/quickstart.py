@@ -28,10 +28,11 @@ from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments.evaluation_runner import predict_dataset
 from kdc_tf import evaluation
-from kdc_tf.config import AugmentConfig, EncoderConfig, LossConfig
+from kdc_tf.config import ExperimentConfig, TrainConfig
+from kdc_tf.geometry import Geometry
 from kdc_tf.inference import Predictor
 from kdc_tf.modeling.config import ModelConfig
-from kdc_tf.training import ExperimentConfig, TrainConfig, Trainer, create_strategy
+from kdc_tf.training import Trainer, create_strategy
 from kdc_tf.visualization.overlay import draw_predictions
 from kdc_tf.visualization.targets import save_target_panel
 
@@ -54,14 +55,11 @@ def define_flags() -> None:
 
 def quickstart_config(train_pattern: str, steps: int, learning_rate: float,
                       seed: int) -> ExperimentConfig:
-  """A tiny-trunk experiment on the synthetic data; the geometry matches model and encoder."""
-  geometry = dict(dataset="coco", input_size=_INPUT_SIZE, output_stride=8,
-                  disk_radius=_DISK_RADIUS)
+  """A tiny-trunk experiment on the synthetic data."""
   return ExperimentConfig(
-      model=ModelConfig(depth="tiny", **geometry),
-      encoder=EncoderConfig(**geometry),
-      augment=AugmentConfig(),
-      loss=LossConfig(),
+      geometry=Geometry(dataset="coco", input_size=_INPUT_SIZE, output_stride=8,
+                        disk_radius=_DISK_RADIUS),
+      model=ModelConfig(depth="tiny"),
       train=TrainConfig(train_pattern=train_pattern, batch_size=8, learning_rate=learning_rate,
                         epochs=1, steps_per_epoch=steps, checkpoint_every=max(steps // 4, 1),
                         summary_every=25, image_summary_every=max(steps // 4, 1), log_every=25,
@@ -70,10 +68,10 @@ def quickstart_config(train_pattern: str, steps: int, learning_rate: float,
 
 def save_example_targets(pattern: str, config: ExperimentConfig, path: str) -> None:
   """Writes the target panel of the first training example (no augmentation)."""
-  images, targets = next(iter(build_dataset(pattern, config.encoder, None, batch_size=1,
-                                            training=False)))
+  images, targets = next(iter(build_dataset(pattern, config.geometry, config.encoder, None,
+                                            batch_size=1, training=False)))
   save_target_panel(images[0].numpy(), {k: v[0].numpy() for k, v in targets.items()}, path,
-                    config.encoder.spec)
+                    config.geometry.spec)
   logging.info("Wrote the targets of one training example to %s", path)
 
 
@@ -100,7 +98,7 @@ def main(argv: Sequence[str]) -> None:
 
   model_dir = os.path.join(work_dir, "model")
   trainer = Trainer(config, model_dir, create_strategy(config.train.strategy))
-  trainer.run(build_dataset(data["train"], config.encoder, config.augment,
+  trainer.run(build_dataset(data["train"], config.geometry, config.encoder, config.augment,
                             config.train.batch_size, training=True, seed=config.train.seed,
                             deterministic=True))
 

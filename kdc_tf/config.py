@@ -1,22 +1,30 @@
-"""Configuration dataclasses shared by the data pipeline, the model, the losses and grouping.
+"""The one configuration root: `ExperimentConfig` and its sections, saved in a model_dir.
 
-Defaults are the paper's setup and the choices of ../shared/DESIGN.md. The experiments' absl
-flags fill these in; library code takes them as arguments and never reads flags.
+Defaults are the paper's setup and the choices of ../shared/DESIGN.md. Binaries fill them in from
+flags, a --config file and --override section.field=value (`experiments/common_flags.py`); library
+code takes them as arguments and never reads flags. A model_dir's `experiment_config.json` is its
+self-description: evaluation, export and serving rebuild the model from it alone
+(`kdc_tf.checkpoints.restore_model`); files written by older versions load (`from_dict` maps
+their keys) or fail naming what is wrong.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from typing import Any, Dict, Mapping, Optional, Sequence
 
-from kdc_tf.datasets import DatasetSpec, get_dataset_spec
-from kdc_tf.geometry import MASK_STRIDE, OUTPUT_STRIDES, grid_size
+import tensorflow as tf
+from absl import logging
+
+from kdc_tf.geometry import Geometry
+from kdc_tf.io_utils import atomic_write_text
+from kdc_tf.modeling.config import ModelConfig
 
 CENTROID_MODES = ("dynamic", "static")
-# Offsets' unit, in input pixels, independent of the disk radius R: the offset heads predict
-# offsets / OFFSET_SCALE and the offset L1 losses divide by it, so that changing R (the paper's
-# 8/16/32 ablation) changes the disks alone, not the heads' output scale or the losses' weights.
-# 32 = the paper's R, so models trained at R = 32 are unchanged.
-OFFSET_SCALE = 32.0
+STRATEGIES = ("mirrored", "multi_worker", "one_device")
+CONFIG_FILENAME = "experiment_config.json"
 
 
 def check_centroid_mode(centroid_mode: str) -> None:
@@ -25,58 +33,18 @@ def check_centroid_mode(centroid_mode: str) -> None:
     raise ValueError(f"centroid_mode must be one of {CENTROID_MODES}, got {centroid_mode!r}")
 
 
-class GridGeometry:
-  """Validation and grids of a config with `dataset`, `input_size`, `output_stride`, `disk_radius`.
-
-  Shared by the encoder's and the model's configuration, which must agree on these fields.
-  """
-
-  dataset: str
-  input_size: int
-  output_stride: int
-  disk_radius: float
-
-  def _check_geometry(self) -> None:
-    if self.output_stride not in OUTPUT_STRIDES:
-      raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
-    if self.disk_radius <= 0:
-      raise ValueError(f"disk_radius must be positive, got {self.disk_radius}")
-    grid_size(self.input_size, self.output_stride)
-    grid_size(self.input_size, MASK_STRIDE)
-    get_dataset_spec(self.dataset)
-
-  @property
-  def spec(self) -> DatasetSpec:
-    return get_dataset_spec(self.dataset)
-
-  @property
-  def pose_grid_size(self) -> int:
-    return grid_size(self.input_size, self.output_stride)
-
-  @property
-  def mask_grid_size(self) -> int:
-    return grid_size(self.input_size, MASK_STRIDE)
-
-
 @dataclasses.dataclass(frozen=True)
-class EncoderConfig(GridGeometry):
-  """Geometry of the training targets (DESIGN.md 'Conventions settled here')."""
+class EncoderConfig:
+  """Target choices beyond the geometry (DESIGN.md 'Conventions settled here')."""
 
-  dataset: str = "coco"
-  input_size: int = 401
-  output_stride: int = 8
-  disk_radius: float = 32.0
   centroid_mode: str = "dynamic"
   # People kept per image after augmentation (segment ids of the membership loss).
   max_people: int = 64
 
   def __post_init__(self):
-    self._check_geometry()
     check_centroid_mode(self.centroid_mode)
-
-  @property
-  def mask_stride(self) -> int:
-    return MASK_STRIDE
+    if self.max_people < 1:
+      raise ValueError(f"max_people must be >= 1, got {self.max_people}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +59,7 @@ class AugmentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  """Loss weights (DESIGN.md: PersonLab-lineage defaults) and the membership sigma scale."""
+  """Loss weights (DESIGN.md: PersonLab-lineage defaults) and the membership sigma."""
 
   heatmap: float = 4.0
   segmentation: float = 2.0
@@ -99,8 +67,8 @@ class LossConfig:
   midrange: float = 0.25
   mask_offset: float = 0.125
   membership: float = 1.0
-  # sigma_j = sigma_igo * sqrt(area_j) in the dynamic membership loss (eq. 7).
-  sigma_igo: float = 0.5
+  # sigma_j = membership_sigma * sqrt(area_j) in the membership loss (eq. 7) and the decoder.
+  membership_sigma: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,14 +84,230 @@ class GroupingConfig:
   centroid_keypoint_threshold: float = 0.05
   seg_threshold: float = 0.5
   membership_threshold: float = 0.5
-  # IGO smoothing of each instance's probability map, in mask-grid cells; sigma_j scale is the
-  # training membership scale (LossConfig.sigma_igo) so that train and test agree.
+  # IGO smoothing of each instance's probability map, in mask-grid cells. (The membership sigma
+  # and the MaskCentroid mode are the trained model's: `LossConfig.membership_sigma`,
+  # `EncoderConfig.centroid_mode`, read by the `Grouper` from the `ExperimentConfig`.)
   igo_sigma: float = 0.5
-  sigma_igo: float = 0.5
-  centroid_mode: str = "dynamic"
-  # Rejoin people split by a missing keypoint through their mask embeddings (kdc_tf.grouping.merging).
+  # Rejoin people split by a missing keypoint through their mask embeddings
+  # (kdc_tf.grouping.merging).
   merge_fragments: bool = True
   # Foreground that no keypoint person claims, clustered by its MaskCentroid embeddings, becomes
   # people with masks and no keypoints (kdc_tf.grouping.mask_only): people without labelled
   # keypoints still get masks.
   mask_only_people: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and bookkeeping of the loop (paper: Adam, lr 1e-5, batch 4, 400 epochs)."""
+
+  train_pattern: str = ""
+  # Global batch size, split evenly over the replicas.
+  batch_size: int = 4
+  learning_rate: float = 1e-5
+  epochs: int = 400
+  # 0: training records // batch size, counted by the train binary before the loop starts.
+  steps_per_epoch: int = 1
+  checkpoint_every: int = 1000
+  max_checkpoints: int = 5
+  summary_every: int = 100
+  image_summary_every: int = 1000
+  log_every: int = 10
+  strategy: str = "mirrored"
+  mixed_precision: bool = False
+  seed: Optional[int] = None
+
+  def __post_init__(self):
+    if self.strategy not in STRATEGIES:
+      raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    for name in ("batch_size", "epochs", "checkpoint_every", "max_checkpoints",
+                 "summary_every", "image_summary_every", "log_every"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    if self.steps_per_epoch < 0:
+      raise ValueError(f"steps_per_epoch must be >= 0 (0: count), got {self.steps_per_epoch}")
+    if self.learning_rate <= 0:
+      raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+  @property
+  def total_steps(self) -> int:
+    return self.epochs * self.steps_per_epoch
+
+
+# Keys of older experiment_config.json files -> their current place.
+_RENAMED_KEYS = {("loss", "sigma_igo"): "membership_sigma"}
+_GEOMETRY_FIELDS = tuple(field.name for field in dataclasses.fields(Geometry))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Geometry, model, targets, augmentation, losses and training of one model."""
+
+  geometry: Geometry = Geometry()
+  model: ModelConfig = ModelConfig()
+  encoder: EncoderConfig = EncoderConfig()
+  augment: AugmentConfig = AugmentConfig()
+  loss: LossConfig = LossConfig()
+  train: TrainConfig = TrainConfig()
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def with_input_size(self, input_size: int) -> "ExperimentConfig":
+    """The same model at another (test) scale: the network is fully convolutional."""
+    return dataclasses.replace(self, geometry=self.geometry.with_input_size(input_size))
+
+  def decoding_config(self, base: Optional[GroupingConfig] = None) -> GroupingConfig:
+    """`base` (default `GroupingConfig()`), with the steps this model cannot feed switched off.
+
+    A model trained on a dataset without masks (CrowdPose) has an untrained SegNet, so the decoder
+    steps that read its embeddings (fragment merging, mask-only people) are switched off.
+    """
+    decoding = base or GroupingConfig()
+    if not self.geometry.spec.has_masks:
+      decoding = dataclasses.replace(decoding, merge_fragments=False, mask_only_people=False)
+    return decoding
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> "ExperimentConfig":
+    """Builds a config from `to_dict`'s layout; older layouts are mapped (`_upgrade`)."""
+    sections = _section_types()
+    values = _upgrade(values, complete=True)
+    unknown = set(values) - set(sections)
+    if unknown:
+      raise ValueError(f"unknown experiment config sections {sorted(unknown)}; expected "
+                       f"{sorted(sections)}")
+    built = {}
+    for name, section in sections.items():
+      fields = dict(values.get(name, {}))
+      known = {field.name for field in dataclasses.fields(section)}
+      if set(fields) - known:
+        raise ValueError(f"unknown keys {sorted(set(fields) - known)} in experiment config "
+                         f"section {name!r}; expected some of {sorted(known)}")
+      built[name] = section(**fields)
+    return cls(**built)
+
+
+def _section_types() -> Dict[str, type]:
+  return {field.name: type(field.default) for field in dataclasses.fields(ExperimentConfig)}
+
+
+def _upgrade(values: Mapping[str, Any], complete: bool) -> Dict[str, Any]:
+  """Maps the layouts of older experiment_config.json files to the current one.
+
+  Before one `geometry` section, `model` and `encoder` each held dataset, input_size,
+  output_stride and disk_radius (required to agree); `loss.sigma_igo` is now
+  `loss.membership_sigma`; `complete` files (a model_dir's) without `model.offset_scale` scaled
+  offsets by the disk radius.
+  """
+  values = {name: dict(section) if isinstance(section, Mapping) else section
+            for name, section in values.items()}
+  for (section, old), new in _RENAMED_KEYS.items():
+    if old in values.get(section, {}):
+      values[section][new] = values[section].pop(old)
+  if "geometry" not in values:
+    geometry: Dict[str, Any] = {}
+    for section in ("model", "encoder"):
+      for name in _GEOMETRY_FIELDS:
+        if name not in values.get(section, {}):
+          continue
+        value = values[section].pop(name)
+        if name in geometry and geometry[name] != value:
+          raise ValueError(f"model and encoder disagree on {name}: {geometry[name]!r} vs "
+                           f"{value!r}")
+        geometry[name] = value
+    values["geometry"] = geometry
+  model = values.get("model", {})
+  if complete and "offset_scale" not in model:
+    # Written before the offset scale was decoupled from R: its heads scale by the disk radius.
+    radius = values["geometry"].get("disk_radius", Geometry.disk_radius)
+    logging.info("experiment config without model.offset_scale: offsets in disk radii (%g px), "
+                 "as the model was trained.", radius)
+    values["model"] = {**model, "offset_scale": radius}
+  return values
+
+
+def merge_config(config: ExperimentConfig, values: Mapping[str, Any]) -> ExperimentConfig:
+  """`config` with the fields given in `values` ({section: {field: value}}) replaced."""
+  merged = config.to_dict()
+  for section, fields in values.items():
+    if section not in merged or not isinstance(fields, Mapping):
+      raise ValueError(f"unknown experiment config section {section!r} (or not a mapping); "
+                       f"expected some of {sorted(merged)}")
+    merged[section].update(fields)
+  return ExperimentConfig.from_dict(merged)
+
+
+def _parse_value(text: str, current: Any, default: Any) -> Any:
+  """An override's text as the type of the field it replaces."""
+  if text.lower() in ("none", "null") and default is None:
+    return None
+  if isinstance(current, bool):
+    if text.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1")
+  if isinstance(current, int) or (current is None and text.lstrip("-").isdigit()):
+    return int(text)
+  if isinstance(current, float):
+    return float(text)
+  return text
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+  """`config` with each `section.field=value` of `overrides` applied, in order."""
+  for override in overrides:
+    key, separator, text = override.partition("=")
+    section, _, field = key.strip().partition(".")
+    values = config.to_dict()
+    if not separator or section not in values or field not in values[section]:
+      raise ValueError(f"bad override {override!r}: expected section.field=value with a field of "
+                       f"{', '.join(f'{s}.*' for s in sorted(values))}")
+    default = getattr(type(getattr(ExperimentConfig(), section)), field, None)
+    try:
+      value = _parse_value(text.strip(), values[section][field], default)
+    except ValueError as error:
+      raise ValueError(f"bad override {override!r}: {error}") from None
+    config = merge_config(config, {section: {field: value}})
+  return config
+
+
+def read_config_file(path: str, base: Optional[ExperimentConfig] = None) -> ExperimentConfig:
+  """`base` (default `ExperimentConfig()`) with the sections and fields a JSON file gives."""
+  with tf.io.gfile.GFile(path) as f:
+    try:
+      values = json.load(f)
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path} is not valid JSON: {error}") from None
+  try:
+    return merge_config(base or ExperimentConfig(), _upgrade(values, complete=False))
+  except (TypeError, ValueError) as error:
+    raise ValueError(f"{path}: {error}") from None
+
+
+def save_config(config: ExperimentConfig, model_dir: str) -> str:
+  """Writes `model_dir/experiment_config.json` (atomically on local disks); returns its path."""
+  tf.io.gfile.makedirs(model_dir)
+  path = os.path.join(model_dir, CONFIG_FILENAME)
+  text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
+  if "://" in model_dir:  # Remote file systems: tf.io.gfile, whose rename is not atomic anyway.
+    with tf.io.gfile.GFile(path, "w") as f:
+      f.write(text)
+  else:
+    atomic_write_text(path, text)
+  return path
+
+
+def load_config(model_dir: str) -> ExperimentConfig:
+  """The `ExperimentConfig` a model_dir was trained with."""
+  path = os.path.join(model_dir, CONFIG_FILENAME)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"no {CONFIG_FILENAME} in {model_dir}: not a kdc-tf model_dir")
+  with tf.io.gfile.GFile(path) as f:
+    try:
+      values = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e}); truncated?") from None
+  try:
+    return ExperimentConfig.from_dict(values)
+  except (TypeError, ValueError) as error:
+    raise ValueError(f"{path} does not describe a kdc-tf experiment: {error}") from None

@@ -7,7 +7,7 @@ decoder and evaluation all read a `DatasetSpec`; nothing else lists keypoints or
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import List, Tuple
 
 # PGO sigmas (DESIGN.md, in score-map cells): high-variance types (wrists, ankles, elbows, knees)
 # take a value in [0.1, 0.5); low-variance types (face, shoulders, hips, head, neck) in [0.5, 1).
@@ -105,6 +105,11 @@ CROWDPOSE = DatasetSpec(
 
 # OCHuman ships COCO-format files with the COCO 17 keypoints.
 _SPECS = {"coco": COCO, "ochuman": COCO, "crowdpose": CROWDPOSE}
+
+
+def dataset_names() -> List[str]:
+  """The registered dataset names (binaries' --dataset choices)."""
+  return sorted(_SPECS)
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:

@@ -16,12 +16,20 @@ the short side is padded with zeros at the bottom/right.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Tuple
 
 import tensorflow as tf
 
+from kdc_tf.datasets import DatasetSpec, get_dataset_spec
+
 MASK_STRIDE = 4
 OUTPUT_STRIDES = (8, 16)
+# Offsets' unit, in input pixels, independent of the disk radius R: the offset heads predict
+# offsets / OFFSET_SCALE and the offset L1 losses divide by it, so that changing R (the paper's
+# 8/16/32 ablation) changes the disks alone, not the heads' output scale or the losses' weights.
+# 32 = the paper's R, so models trained at R = 32 are unchanged.
+OFFSET_SCALE = 32.0
 
 
 def grid_size(input_size: int, stride: int) -> int:
@@ -37,6 +45,49 @@ def grid_size(input_size: int, stride: int) -> int:
 def mask_grid_size(input_size: int) -> int:
   """Points per side of the mask grid of an `input_size` input."""
   return grid_size(input_size, MASK_STRIDE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """Keypoint layout, square input size, pose-grid stride and keypoint disk radius of a model.
+
+  One value, held by the experiment configuration and passed to the model builder, the target
+  encoder, the grouper and the predictor, so that they cannot disagree (DESIGN.md 'Conventions').
+  """
+
+  dataset: str = "coco"
+  input_size: int = 401
+  output_stride: int = 8
+  disk_radius: float = 32.0
+
+  def __post_init__(self):
+    get_dataset_spec(self.dataset)
+    if self.output_stride not in OUTPUT_STRIDES:
+      raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
+    if self.disk_radius <= 0:
+      raise ValueError(f"disk_radius must be positive, got {self.disk_radius}")
+    grid_size(self.input_size, self.output_stride)
+    mask_grid_size(self.input_size)
+
+  @property
+  def spec(self) -> DatasetSpec:
+    return get_dataset_spec(self.dataset)
+
+  @property
+  def pose_grid_size(self) -> int:
+    return grid_size(self.input_size, self.output_stride)
+
+  @property
+  def mask_grid_size(self) -> int:
+    return mask_grid_size(self.input_size)
+
+  @property
+  def mask_stride(self) -> int:
+    return MASK_STRIDE
+
+  def with_input_size(self, input_size: int) -> "Geometry":
+    """The same geometry at another (test) scale: the network is fully convolutional."""
+    return dataclasses.replace(self, input_size=input_size)
 
 
 def grid_points(height: int, width: int, stride: int) -> tf.Tensor:

@@ -23,10 +23,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from kdc_tf import grouping
-from kdc_tf.config import EncoderConfig, GroupingConfig
+from kdc_tf import checkpoints, grouping
+from kdc_tf.config import ExperimentConfig, GroupingConfig
 from kdc_tf.datasets import DatasetSpec
-from kdc_tf.geometry import resize_and_pad_image
+from kdc_tf.geometry import Geometry, resize_and_pad_image
 
 # The one input every entry point takes: an RGB image, any height and width, three channels.
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
@@ -54,7 +54,7 @@ class Predictor(tf.Module):
 
   def __init__(self,
                model: keras.Model,
-               encoder_config: EncoderConfig,
+               experiment: ExperimentConfig,
                grouping_config: GroupingConfig,
                jit_compile_grouping: bool = False,
                name: str = "kdc_predictor"):
@@ -62,8 +62,9 @@ class Predictor(tf.Module):
 
     Args:
       model: the KDC Keras model (named outputs of ARCHITECTURE.md section 4), built for
-        `encoder_config.input_size`.
-      encoder_config: the geometry the model runs at (dataset, test scale, strides, disk radius).
+        `experiment.geometry.input_size`.
+      experiment: the model's configuration; its `geometry` is the one the model runs at
+        (dataset, test scale, stride, disk radius); the grouper reads what it needs from it.
       grouping_config: decoder settings.
       jit_compile_grouping: XLA-compile the grouping stages that allow it (about twice as
         fast on CPU: `experiments.bench_grouping`). Off by default because an exported graph
@@ -73,22 +74,25 @@ class Predictor(tf.Module):
     """
     super().__init__(name=name)
     model_size = tuple(model.input_shape[1:3])
-    if model_size != (encoder_config.input_size,) * 2:
-      raise ValueError(f"the model takes {model_size} inputs but encoder_config.input_size is "
-                       f"{encoder_config.input_size}")
+    if model_size != (experiment.geometry.input_size,) * 2:
+      raise ValueError(f"the model takes {model_size} inputs but the geometry's input_size is "
+                       f"{experiment.geometry.input_size}")
     self.model = model
-    self.encoder_config = encoder_config
+    self.experiment = experiment
     self.grouping_config = grouping_config
-    self.grouper = grouping.Grouper.from_encoder_config(encoder_config, grouping_config,
-                                                        jit_compile=jit_compile_grouping)
+    self.grouper = grouping.Grouper(experiment, grouping_config, jit_compile=jit_compile_grouping)
+
+  @property
+  def geometry(self) -> Geometry:
+    return self.experiment.geometry
 
   @property
   def spec(self) -> DatasetSpec:
-    return self.encoder_config.spec
+    return self.geometry.spec
 
   @property
   def input_size(self) -> int:
-    return self.encoder_config.input_size
+    return self.geometry.input_size
 
   @classmethod
   def from_model_dir(cls,
@@ -100,18 +104,16 @@ class Predictor(tf.Module):
 
     Args:
       model_dir_or_checkpoint: a training model_dir, or a checkpoint path inside one.
-      grouping_config: decoder settings; `GroupingConfig()` when None. Its MaskCentroid mode and
-        sigma_igo are replaced by the trained model's (`ExperimentConfig.decoding_config`).
+      grouping_config: decoder settings; `GroupingConfig()` when None, with the steps the model
+        cannot feed switched off (`ExperimentConfig.decoding_config`).
       input_size: square test scale (the model is rebuilt for it); the training input size
         when None. (size - 1) must be divisible by the output stride and by 4.
       jit_compile_grouping: as in `__init__`.
     """
-    from kdc_tf import training  # Imported here: export and serving never need the trainer.
-
-    model, config = training.restore_model(model_dir_or_checkpoint, input_size=input_size)
+    model, config = checkpoints.restore_model(model_dir_or_checkpoint, input_size=input_size)
     logging.info("Restored %s (%s, test scale %d)", model_dir_or_checkpoint,
-                 config.encoder.dataset, config.encoder.input_size)
-    return cls(model, config.encoder, config.decoding_config(grouping_config), jit_compile_grouping)
+                 config.geometry.dataset, config.geometry.input_size)
+    return cls(model, config, config.decoding_config(grouping_config), jit_compile_grouping)
 
   @tf.function(input_signature=[IMAGE_SIGNATURE])
   def __call__(self, image: tf.Tensor) -> Dict[str, tf.Tensor]:

@@ -8,14 +8,15 @@ replicas' sums add up to the mean over the global batch whatever the split.
 Terms (all offsets in input pixels; offset L1 losses are divided by `OFFSET_SCALE`, a constant
 independent of the disk radius R, so that the R ablation changes the disks alone):
 - heatmap: BCE of the disk logits over all pixels and types, weight `keypoint_weight` (eq. 1).
-- keycentroid: L1 norm |pred - target|_1 / OFFSET_SCALE of the KeyCentroid vectors, mean over disk pixels
-  (`keycentroid_weight`).
+- keycentroid: L1 norm |pred - target|_1 / OFFSET_SCALE of the KeyCentroid vectors, mean over
+  disk pixels (`keycentroid_weight`).
 - midrange: the same for mid-range offsets over source disks (`midrange_weight`).
 - seg: person-mask BCE, weight `seg_weight`.
 - mask_offset: L1 / OFFSET_SCALE of the MaskCentroid offsets (eq. 5), weight `mask_offset_weight`.
 - membership (eq. 7): on the mask grid, embedding e_i = p_i + v_i (p_i = the pixel's input
   position, v_i the predicted offset). For each instance j present (`instance_ids == j + 1`) its
-  centre C_j and sigma_j = sigma_igo * sqrt(area_j), area_j = pixel count * 4^2 input pixels^2;
+  centre C_j and sigma_j = membership_sigma * sqrt(area_j), area_j = pixel count * 4^2 input
+  pixels^2 (`geometry.membership_variance`);
   phi_j(e_i) = exp(-|e_i - C_j|^2 / (2 sigma_j^2)); the loss is BCE(phi_j(e_i), [i in j]) summed
   over the instances present and averaged over the pixels of exactly one instance (overlap pixels,
   id -1, have no single label and are left out, like in the offset loss; crowd and background
@@ -32,7 +33,8 @@ from typing import Dict, Mapping, Optional
 import tensorflow as tf
 
 from kdc_tf import geometry
-from kdc_tf.config import OFFSET_SCALE, EncoderConfig, LossConfig, check_centroid_mode
+from kdc_tf.config import EncoderConfig, LossConfig, check_centroid_mode
+from kdc_tf.geometry import OFFSET_SCALE
 
 TARGET_KEYS = ("heatmap", "keypoint_weight", "keycentroid", "keycentroid_weight", "midrange",
                "midrange_weight", "seg", "seg_weight", "mask_offset", "mask_offset_weight",
@@ -69,7 +71,7 @@ def offset_l1(target: tf.Tensor, prediction: tf.Tensor, weights: tf.Tensor,
 
 
 def membership_loss(instance_ids: tf.Tensor, predicted_offset: tf.Tensor,
-                    target_offset: tf.Tensor, offset_weight: tf.Tensor, sigma_igo: float,
+                    target_offset: tf.Tensor, offset_weight: tf.Tensor, membership_sigma: float,
                     max_people: int, centroid_mode: str = "dynamic") -> tf.Tensor:
   """Per-example MaskCentroid membership BCE (eq. 7, module docstring). [B].
 
@@ -99,8 +101,8 @@ def membership_loss(instance_ids: tf.Tensor, predicted_offset: tf.Tensor,
   counts = tf.reshape(counts, [batch, max_people])
   present = counts > 0
   centres = tf.math.divide_no_nan(sums, counts[..., tf.newaxis])  # [B, P, 2]
-  # 2 sigma_j^2 with sigma_j = sigma_igo * sqrt(area_j), area_j in input pixels^2.
-  two_sigma_sq = 2.0 * geometry.membership_variance(sigma_igo, counts)
+  # 2 sigma_j^2 with sigma_j = membership_sigma * sqrt(area_j), area_j in input pixels^2.
+  two_sigma_sq = 2.0 * geometry.membership_variance(membership_sigma, counts)
   two_sigma_sq = tf.where(present, two_sigma_sq, 1.0)
 
   distance_sq = tf.reduce_sum(
@@ -136,20 +138,23 @@ def per_example_losses(targets: Mapping[str, tf.Tensor], outputs: Mapping[str, t
                        encoder_config: EncoderConfig) -> Dict[str, tf.Tensor]:
   """Each weighted loss term and 'total', per example: dict of float32 [B]."""
   _check_inputs(targets, outputs)
-  t = {k: tf.cast(targets[k], tf.float32) for k in TARGET_KEYS if k != "instance_ids"}
-  o = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
-  radius = OFFSET_SCALE
+  target = {k: tf.cast(targets[k], tf.float32) for k in TARGET_KEYS if k != "instance_ids"}
+  output = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+  unit = OFFSET_SCALE
   raw = {
-      "heatmap": masked_bce(t["heatmap"], o["heatmap_logits"], t["keypoint_weight"]),
-      "keycentroid": offset_l1(t["keycentroid"], o["keycentroid"], t["keycentroid_weight"],
-                               radius),
-      "midrange": offset_l1(t["midrange"], o["midrange"], t["midrange_weight"], radius),
-      "seg": masked_bce(t["seg"], o["seg_logits"], t["seg_weight"]),
-      "mask_offset": offset_l1(t["mask_offset"], o["mask_offset"], t["mask_offset_weight"],
-                               radius),
+      "heatmap": masked_bce(target["heatmap"], output["heatmap_logits"],
+                            target["keypoint_weight"]),
+      "keycentroid": offset_l1(target["keycentroid"], output["keycentroid"],
+                               target["keycentroid_weight"], unit),
+      "midrange": offset_l1(target["midrange"], output["midrange"], target["midrange_weight"],
+                            unit),
+      "seg": masked_bce(target["seg"], output["seg_logits"], target["seg_weight"]),
+      "mask_offset": offset_l1(target["mask_offset"], output["mask_offset"],
+                               target["mask_offset_weight"], unit),
       "membership": membership_loss(
-          targets["instance_ids"], o["mask_offset"], t["mask_offset"], t["mask_offset_weight"],
-          loss_config.sigma_igo, encoder_config.max_people, encoder_config.centroid_mode),
+          targets["instance_ids"], output["mask_offset"], target["mask_offset"],
+          target["mask_offset_weight"], loss_config.membership_sigma, encoder_config.max_people,
+          encoder_config.centroid_mode),
   }
   weights = {"heatmap": loss_config.heatmap, "keycentroid": loss_config.keycentroid,
              "midrange": loss_config.midrange, "seg": loss_config.segmentation,

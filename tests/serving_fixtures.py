@@ -2,8 +2,9 @@
 
 Shared by tests/test_export.py and tests/test_predict.py (import the `tiny_export` fixture). The
 model is the 'tiny' trunk at 129x129, randomly initialised with a fixed seed (person-mask bias
-raised) and checkpointed in a model_dir like experiments/train.py writes; the export goes through the experiments.export binary,
-so the fixture also exercises `Predictor.from_model_dir` and the export flags.
+raised) and checkpointed in a model_dir like experiments/train.py writes; the export goes through
+the experiments.export binary, so the fixture also exercises `Predictor.from_model_dir` and the
+export flags.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from kdc_tf.config import EncoderConfig, GroupingConfig
+from kdc_tf.checkpoints import make_checkpoint
+from kdc_tf.config import ExperimentConfig, GroupingConfig, save_config
+from kdc_tf.geometry import Geometry
 from kdc_tf.modeling import ModelConfig, build_kdc_model
-from kdc_tf.training.checkpointing import make_checkpoint
-from kdc_tf.training.experiment import ExperimentConfig, save_config
 
 INPUT_SIZE = 129
 # Few output slots keep the full-resolution masks of the large-image test small.
@@ -34,7 +35,7 @@ class TinyExport:
   model_dir: pathlib.Path
   export_dir: pathlib.Path
   model: keras.Model
-  encoder_config: EncoderConfig
+  experiment: ExperimentConfig
   grouping_config: GroupingConfig
   # What experiments.export printed.
   printed: str
@@ -60,9 +61,9 @@ def build_tiny_export(root: pathlib.Path) -> TinyExport:
   from experiments import export
 
   keras.utils.set_random_seed(0)
-  model_config = ModelConfig(depth="tiny", input_size=INPUT_SIZE)
-  encoder_config = EncoderConfig(input_size=INPUT_SIZE)
-  model = build_kdc_model(model_config)
+  experiment = ExperimentConfig(geometry=Geometry(input_size=INPUT_SIZE),
+                                model=ModelConfig(depth="tiny"))
+  model = build_kdc_model(experiment.model, experiment.geometry)
   # A random person-mask head says "person" about half the time, so few pixels pass the 0.5
   # thresholds; a raised logit bias makes the masks non-empty, so that comparing them means
   # something.
@@ -70,7 +71,7 @@ def build_tiny_export(root: pathlib.Path) -> TinyExport:
   kernel, bias = seg_output.get_weights()
   seg_output.set_weights([kernel, bias + SEG_LOGIT_BIAS])
   model_dir, export_dir = root / "model_dir", root / "export"
-  save_config(ExperimentConfig(model=model_config, encoder=encoder_config), str(model_dir))
+  save_config(experiment, str(model_dir))
   make_checkpoint(model).save(str(model_dir / "ckpt"))
 
   define_binary_flags()
@@ -78,7 +79,7 @@ def build_tiny_export(root: pathlib.Path) -> TinyExport:
   with flagsaver.flagsaver(model_dir=str(model_dir), export_dir=str(export_dir),
                            max_people=MAX_PEOPLE), contextlib.redirect_stdout(stdout):
     export.main(["export"])
-  return TinyExport(model_dir, export_dir, model, encoder_config,
+  return TinyExport(model_dir, export_dir, model, experiment,
                     GroupingConfig(max_people=MAX_PEOPLE), stdout.getvalue())
 
 

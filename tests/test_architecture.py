@@ -126,3 +126,20 @@ def test_no_import_cycle():
 
 def test_cycle_detection_finds_a_cycle():
   assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _defines_flags_at_import(tree: ast.Module) -> bool:
+  """A `flags.DEFINE_*` call among the module's top-level statements."""
+  for statement in tree.body:
+    if isinstance(statement, (ast.FunctionDef, ast.ClassDef, ast.If)):
+      continue
+    for node in ast.walk(statement):
+      if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr.startswith("DEFINE")):
+        return True
+  return False
+
+
+def test_no_module_defines_flags_when_imported():
+  offenders = sorted(name for name, tree in SOURCES.items() if _defines_flags_at_import(tree))
+  assert not offenders, f"define flags in define_flags(), called under __main__: {offenders}"

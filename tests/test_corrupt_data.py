@@ -11,6 +11,7 @@ import tensorflow as tf
 from data_pipeline import synthetic, tfrecord_io
 from data_pipeline.input_pipeline import build_dataset
 from kdc_tf.config import AugmentConfig, EncoderConfig
+from kdc_tf.geometry import Geometry
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -42,11 +43,9 @@ def test_check_shards_names_the_corrupt_shard_and_counts_what_is_lost(shards):
 
 def test_skip_corrupt_records_trains_on_the_readable_records(shards):
   whole, broken, num_records = shards
-  config = EncoderConfig(input_size=129)
-
   def count(**kwargs):
-    dataset = build_dataset(f"{whole},{broken}", config, AugmentConfig(), 1, training=False,
-                            **kwargs)
+    dataset = build_dataset(f"{whole},{broken}", Geometry(input_size=129), EncoderConfig(),
+                            AugmentConfig(), 1, training=False, **kwargs)
     return sum(1 for _ in dataset)
 
   with pytest.raises(tf.errors.DataLossError):
@@ -59,7 +58,7 @@ def test_train_binary_names_the_corrupt_shard(shards, tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
   result = subprocess.run(
       [sys.executable, "-m", "experiments.train", f"--train_pattern={broken}",
-       f"--model_dir={tmp_path}", "--depth=tiny", "--input_size=129"],
+       f"--model_dir={tmp_path}", "--override=model.depth=tiny", "--input_size=129"],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert f"{broken}: corrupt after 3 readable records" in result.stderr

@@ -265,7 +265,7 @@ def test_evaluate_binary_model_mode(model_flag, tiny_export, coco_sample_dir,  #
   output = tmp_path / "results.json"
   lines = _run_evaluate(f"--{model_flag}={model_path}", f"--annotations={coco_annotations}",
                         f"--images={coco_sample_dir}", "--dataset=coco",
-                        f"--test_scale={tiny_export.encoder_config.input_size}",
+                        f"--input_size={tiny_export.experiment.geometry.input_size}",
                         "--max_images=1", f"--output={output}")
   assert re.fullmatch(r"keypoints_AP=\d\.\d{3} segm_AP=\d\.\d{3}", lines[-1])
   results = evaluation.read_results(str(output))

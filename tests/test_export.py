@@ -7,7 +7,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from kdc_tf import grouping
-from kdc_tf.config import EncoderConfig, GroupingConfig
+from kdc_tf.config import GroupingConfig
 from kdc_tf.datasets import COCO
 from kdc_tf.export import ENCODED_SIGNATURE, SERVING_SIGNATURE, load_metadata
 from kdc_tf.geometry import resize_and_pad_image
@@ -52,8 +52,7 @@ def _in_process(tiny, image: np.ndarray):
   resized, scale = resize_and_pad_image(tf.constant(image), INPUT_SIZE)
   heads = tiny.model(resized[tf.newaxis], training=False)
   probabilities = grouping.model_outputs_to_grouping_inputs(heads)
-  grouper = grouping.Grouper.from_encoder_config(tiny.encoder_config, tiny.grouping_config,
-                                                 jit_compile=False)
+  grouper = grouping.Grouper(tiny.experiment, tiny.grouping_config, jit_compile=False)
   decoded = grouper(probabilities, output_size=tf.shape(image)[:2], input_scale=scale)
   return {key: np.asarray(value) for key, value in decoded.items()}
 
@@ -203,4 +202,4 @@ def test_empty_image_is_refused_clearly(serve, shape):
 
 def test_predictor_refuses_a_model_built_for_another_size(tiny_export):  # noqa: F811 (fixture)
   with pytest.raises(ValueError, match="input_size"):
-    Predictor(tiny_export.model, EncoderConfig(input_size=161), GroupingConfig())
+    Predictor(tiny_export.model, tiny_export.experiment.with_input_size(161), GroupingConfig())

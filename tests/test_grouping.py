@@ -5,8 +5,9 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline.targets import encode_targets
-from kdc_tf.config import EncoderConfig, GroupingConfig
+from kdc_tf.config import EncoderConfig, ExperimentConfig, GroupingConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
+from kdc_tf.geometry import Geometry
 from kdc_tf.grouping import (INPUT_KEYS, Grouper, gaussian, mask_only, masks, merging,
                              model_outputs_to_grouping_inputs, poses, sampling, voting)
 from kdc_tf.synthetic import scenes
@@ -15,8 +16,9 @@ SIZE = 161  # pose grid 21 x 21, mask grid 41 x 41
 MAX_PEOPLE = 6
 
 
-def _encoder(centroid_mode="dynamic"):
-  return EncoderConfig(input_size=SIZE, centroid_mode=centroid_mode)
+def _experiment(centroid_mode="dynamic"):
+  return ExperimentConfig(geometry=Geometry(input_size=SIZE),
+                          encoder=EncoderConfig(centroid_mode=centroid_mode))
 
 
 def _grouping_config(**overrides):
@@ -25,18 +27,19 @@ def _grouping_config(**overrides):
 
 @pytest.fixture(scope="module")
 def grouper():
-  return Grouper.from_encoder_config(_encoder(), _grouping_config())
+  return Grouper(_experiment(), _grouping_config())
 
 
 @pytest.fixture(scope="module")
 def eager_grouper():
-  return Grouper.from_encoder_config(_encoder(), _grouping_config(), jit_compile=False)
+  return Grouper(_experiment(), _grouping_config(), jit_compile=False)
 
 
-def _targets(scene, encoder=None):
+def _targets(scene, experiment=None):
   augmented = {key: tf.constant(scene[key])
                for key in ("keypoints", "instance_masks", "crowd_mask", "has_masks")}
-  targets = encode_targets(augmented, encoder or _encoder())
+  experiment = experiment or _experiment()
+  targets = encode_targets(augmented, experiment.geometry, experiment.encoder)
   return {key: targets[key] for key in INPUT_KEYS}
 
 
@@ -157,12 +160,14 @@ def test_single_person_keypoints_recovered_exactly(grouper):
 
 @pytest.mark.parametrize("dataset, stride", [("crowdpose", 8), ("coco", 16)])
 def test_other_layouts_and_strides_recover_keypoints(dataset, stride):
-  encoder = EncoderConfig(dataset=dataset, input_size=SIZE, output_stride=stride)
-  scene = scenes.make_scene(encoder.spec, SIZE, [(75.0, 12.0, 130.0)], np.random.default_rng(11))
-  grouper = Grouper.from_encoder_config(encoder, _grouping_config(), jit_compile=False)
-  result = _run(grouper, _targets(scene, encoder))
+  experiment = ExperimentConfig(geometry=Geometry(dataset=dataset, input_size=SIZE,
+                                                 output_stride=stride))
+  spec = experiment.geometry.spec
+  scene = scenes.make_scene(spec, SIZE, [(75.0, 12.0, 130.0)], np.random.default_rng(11))
+  grouper = Grouper(experiment, _grouping_config(), jit_compile=False)
+  result = _run(grouper, _targets(scene, experiment))
   assert result["num_people"] == 1
-  assert result["keypoints"].shape == (MAX_PEOPLE, encoder.spec.num_keypoints, 3)
+  assert result["keypoints"].shape == (MAX_PEOPLE, spec.num_keypoints, 3)
   error, _ = _match(result["keypoints"][:1], scene["keypoints"])
   assert error[0] < 0.5
 
@@ -186,7 +191,7 @@ def test_people_split_at_unlabelled_keypoints_are_merged_back(grouper):
   for name in ("nose", "left_elbow"):
     scene["keypoints"][0, COCO.keypoint_names.index(name)] = 0.0
   inputs = _targets(scene)
-  split = _run(Grouper.from_encoder_config(_encoder(), _grouping_config(merge_fragments=False),
+  split = _run(Grouper(_experiment(), _grouping_config(merge_fragments=False),
                                            jit_compile=False), inputs)
   assert split["num_people"] > 2
   merged = _run(grouper, inputs)
@@ -225,10 +230,10 @@ def test_person_scores_follow_heatmap_confidence(grouper):
 def test_masks_of_separated_people_match_the_ground_truth(centroid_mode, grouper):
   scene = scenes.make_scene(COCO, SIZE, [(35.0, 8.0, 140.0), (85.0, 15.0, 120.0),
                                          (130.0, 10.0, 140.0)], np.random.default_rng(4))
-  encoder = _encoder(centroid_mode)
+  experiment = _experiment(centroid_mode)
   if centroid_mode == "static":
-    grouper = Grouper.from_encoder_config(encoder, _grouping_config(centroid_mode="static"))
-  result = _run(grouper, _targets(scene, encoder))
+    grouper = Grouper(experiment, _grouping_config())
+  result = _run(grouper, _targets(scene, experiment))
   assert result["num_people"] == 3
   _, which = _match(result["keypoints"][:3], scene["keypoints"])
   truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
@@ -292,7 +297,7 @@ def test_keypoints_stay_on_the_output_image():
   # the padding below the image (as untrained heads may place keypoints anywhere).
   scale = (SIZE - 1) / (200 - 1)
   scene = scenes.make_scene(COCO, SIZE, [(80.0, 30.0, 105.0)], np.random.default_rng(15))
-  grouper = Grouper.from_encoder_config(_encoder(), _grouping_config(), jit_compile=False)
+  grouper = Grouper(_experiment(), _grouping_config(), jit_compile=False)
   result = _run(grouper, _targets(scene), (100, 200), scale)
   assert result["num_people"] == 1
   found, truth = result["keypoints"][0, :, :2], scene["keypoints"][0, :, :2] / scale
@@ -430,7 +435,7 @@ def test_a_spurious_peak_does_not_repeat_a_person(eager_grouper, monkeypatch):
   error, _ = _match(result["keypoints"][:1], scene["keypoints"])
   assert error[0] < 1.0
   monkeypatch.setattr(poses, "DUPLICATE_FRACTION", 2.0)  # the seed rule alone (DESIGN.md)
-  repeated = _run(Grouper.from_encoder_config(_encoder(), _grouping_config(), jit_compile=False),
+  repeated = _run(Grouper(_experiment(), _grouping_config(), jit_compile=False),
                   inputs)
   assert repeated["num_people"] == 2
 
@@ -455,7 +460,7 @@ def test_person_without_keypoints_becomes_a_mask_only_person(grouper):
   assert _iou(result["masks"][0], truth[0]) > 0.9
   assert not result["masks"][2:].any() and not result["scores"][2:].any()
 
-  without = _run(Grouper.from_encoder_config(
-      _encoder(), _grouping_config(mask_only_people=False), jit_compile=False), inputs)
+  without = _run(Grouper(
+      _experiment(), _grouping_config(mask_only_people=False), jit_compile=False), inputs)
   assert without["num_people"] == 1 and not without["masks"][1:].any()
   np.testing.assert_allclose(without["keypoints"][0], result["keypoints"][0], atol=1e-4)

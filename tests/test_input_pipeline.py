@@ -9,6 +9,7 @@ from data_pipeline import tfrecord_writer
 from data_pipeline.input_pipeline import build_dataset
 from data_pipeline.targets import encode_targets
 from kdc_tf.config import AugmentConfig, EncoderConfig
+from kdc_tf.geometry import Geometry
 from kdc_tf.datasets import COCO
 from tests.sample_examples import load_decoded_examples
 
@@ -16,7 +17,11 @@ from tests.sample_examples import load_decoded_examples
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 SIZE = 161
-CONFIG = EncoderConfig(input_size=SIZE)
+GEOMETRY = Geometry(input_size=SIZE)
+
+
+def _build(pattern, batch_size, **kwargs):
+  return build_dataset(pattern, GEOMETRY, EncoderConfig(), AugmentConfig(), batch_size, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +38,7 @@ def _take(dataset, num_batches):
 
 
 def test_training_batches_have_the_contract_shapes(coco_records):
-  image, targets = next(iter(build_dataset(coco_records, CONFIG, AugmentConfig(), batch_size=3,
-                                           training=True, seed=1)))
+  image, targets = next(iter(_build(coco_records, batch_size=3, training=True, seed=1)))
   g, m, k, e = 21, 41, COCO.num_keypoints, COCO.num_directed_edges
   assert image.shape == (3, SIZE, SIZE, 3) and image.dtype == tf.float32
   expected = {
@@ -48,8 +52,7 @@ def test_training_batches_have_the_contract_shapes(coco_records):
 
 def test_training_is_deterministic_for_a_seed_and_repeats(coco_records):
   def batches(seed):
-    dataset = build_dataset(coco_records, CONFIG, AugmentConfig(), batch_size=2, training=True,
-                            seed=seed, deterministic=True)
+    dataset = _build(coco_records, batch_size=2, training=True, seed=seed, deterministic=True)
     return _take(dataset, 5)  # 10 examples from 4 images: repeats, later epochs re-augmented
 
   first, again, other = batches(7), batches(7), batches(8)
@@ -62,18 +65,17 @@ def test_training_is_deterministic_for_a_seed_and_repeats(coco_records):
 
 def test_deterministic_training_needs_a_seed(coco_records):
   with pytest.raises(ValueError, match="seed"):
-    build_dataset(coco_records, CONFIG, AugmentConfig(), 2, training=True, deterministic=True)
+    _build(coco_records, 2, training=True, deterministic=True)
 
 
 def test_missing_files_are_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="No TFRecord"):
-    build_dataset(str(tmp_path / "none-*.tfrecord"), CONFIG, AugmentConfig(), 2, training=False)
+    _build(str(tmp_path / "none-*.tfrecord"), 2, training=False)
 
 
 def test_evaluation_is_resize_and_pad_in_order(coco_records, coco_sample_dir):
   """One pass, no augmentation; decoding the records agrees with the annotations in memory."""
-  batches = _take(build_dataset(coco_records, CONFIG, AugmentConfig(), batch_size=3,
-                                training=False), 10)
+  batches = _take(_build(coco_records, batch_size=3, training=False), 10)
   assert [len(b[0]) for b in batches] == [3, 1]
   images = np.concatenate([b[0] for b in batches])
   heatmaps = np.concatenate([b[1]["heatmap"] for b in batches])
@@ -82,7 +84,7 @@ def test_evaluation_is_resize_and_pad_in_order(coco_records, coco_sample_dir):
   # Written round robin into 2 shards and read back interleaved: the original order.
   for position, example in enumerate(examples):
     augmented = augmentation.resize_and_pad_example(example, SIZE)
-    targets = encode_targets(augmented, CONFIG)
+    targets = encode_targets(augmented, GEOMETRY)
     np.testing.assert_allclose(images[position], augmented["image"].numpy(), atol=1e-3)
     np.testing.assert_array_equal(heatmaps[position], targets["heatmap"].numpy())
     np.testing.assert_array_equal(instance_ids[position], targets["instance_ids"].numpy())

@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdc_tf.config import MASK_STRIDE, OFFSET_SCALE, EncoderConfig, LossConfig
+from kdc_tf.config import EncoderConfig, LossConfig
+from kdc_tf.geometry import MASK_STRIDE, OFFSET_SCALE, Geometry
 from kdc_tf.datasets import COCO
 from kdc_tf.losses import (LOSS_TERMS, compute_losses, masked_bce, membership_loss, offset_l1,
                            per_example_losses)
 
-ENCODER = EncoderConfig(input_size=33, disk_radius=8.0, max_people=4)  # G = 5, M = 9
-G, M = ENCODER.pose_grid_size, ENCODER.mask_grid_size
+GEOMETRY = Geometry(input_size=33, disk_radius=8.0)  # G = 5, M = 9
+ENCODER = EncoderConfig(max_people=4)
+G, M = GEOMETRY.pose_grid_size, GEOMETRY.mask_grid_size
 K, E = COCO.num_keypoints, COCO.num_directed_edges
 UNIT = LossConfig(heatmap=1, segmentation=1, keycentroid=1, midrange=1, mask_offset=1,
                   membership=1)
@@ -77,18 +79,15 @@ def test_offset_l1_is_the_vector_l1_norm_over_radius_averaged_over_weighted_pixe
   np.testing.assert_allclose(loss, [12.0 / 8.0 / 2.0])
 
 
-def test_offset_losses_do_not_depend_on_the_disk_radius():
-  """R changes the disks alone: the offset L1 terms are normalised by OFFSET_SCALE, not R."""
+def test_offset_losses_are_in_offset_scale_units_not_disk_radii():
+  """R changes the disks alone: the offset L1 terms are normalised by OFFSET_SCALE, and the losses
+  do not take the geometry (its disk radius) at all."""
   targets = _targets()
   outputs = {k: v + 3.0 for k, v in _perfect_outputs(targets).items()}
-  losses = {radius: _numpy(per_example_losses(
-      targets, outputs, UNIT, EncoderConfig(input_size=33, disk_radius=radius, max_people=4)))
-            for radius in (8.0, 16.0, 32.0)}
-  for name in ("keycentroid", "midrange", "mask_offset"):
-    np.testing.assert_allclose(losses[8.0][name], losses[32.0][name], err_msg=name)
-    np.testing.assert_allclose(losses[16.0][name], losses[32.0][name], err_msg=name)
+  losses = _numpy(per_example_losses(targets, outputs, UNIT, ENCODER))
   # Every offset is off by (3, 3): |error|_1 = 6 per weighted vector.
-  np.testing.assert_allclose(losses[8.0]["keycentroid"], 6.0 / OFFSET_SCALE, rtol=1e-5)
+  for name in ("keycentroid", "midrange", "mask_offset"):
+    np.testing.assert_allclose(losses[name], 6.0 / OFFSET_SCALE, rtol=1e-5, err_msg=name)
 
 
 def test_masked_bce_matches_numpy_and_ignores_zero_weight_pixels():
@@ -122,7 +121,7 @@ def test_ignored_pixels_do_not_count_in_any_term():
     np.testing.assert_allclose(after[name], base[name], rtol=1e-5, err_msg=name)
 
 
-def _membership_reference(ids, offsets, target_offsets, sigma_igo, mode):
+def _membership_reference(ids, offsets, target_offsets, membership_sigma, mode):
   """Direct per-instance loop of eq. 7 (the vectorised loss must agree)."""
   positions = np.stack(np.meshgrid(np.arange(M), np.arange(M)), -1) * float(MASK_STRIDE)
   out = []
@@ -134,7 +133,7 @@ def _membership_reference(ids, offsets, target_offsets, sigma_igo, mode):
       member = ids[b] == j
       source = emb if mode == "dynamic" else positions + target_offsets[b]
       centre = source[member].mean(axis=0)
-      sigma_sq = sigma_igo**2 * member.sum() * MASK_STRIDE**2
+      sigma_sq = membership_sigma**2 * member.sum() * MASK_STRIDE**2
       phi = np.exp(-((emb[fg] - centre) ** 2).sum(-1) / (2 * sigma_sq))
       label = (ids[b][fg] == j).astype(np.float64)
       phi = np.clip(phi, 1e-30, 1 - 1e-7)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdc_tf.config import OFFSET_SCALE
 from kdc_tf.datasets import COCO, CROWDPOSE
+from kdc_tf.geometry import OFFSET_SCALE, Geometry
 from kdc_tf.modeling import ModelConfig, build_kdc_model, build_trunk, trunk_name
 from kdc_tf.modeling.heads import AlignedUpsample
 from kdc_tf.modeling.trunk import CaffePreprocess, load_imagenet_weights
@@ -30,7 +30,7 @@ def _conv_macs(model, names):
 @pytest.fixture(scope="module")
 def resnet101_401():
   """ResNet-101 KDC model at 401 x 401, output stride 8, built symbolically (no forward pass)."""
-  return build_kdc_model(ModelConfig(depth="101", input_size=401, output_stride=8))
+  return build_kdc_model(ModelConfig(depth="101"), Geometry(input_size=401, output_stride=8))
 
 
 def test_resnet101_output_stride_8_gives_51_pose_and_101_mask_grids(resnet101_401):
@@ -59,7 +59,8 @@ def test_heads_cost_at_most_ten_percent_of_the_resnet101_trunk(resnet101_401):
 @pytest.mark.parametrize("size,stride,pose,mask", [(129, 8, 17, 33), (161, 16, 11, 41),
                                                     (401, 16, 26, 101)])
 def test_grids_are_corner_aligned_sizes(size, stride, pose, mask):
-  model = build_kdc_model(ModelConfig(depth="tiny", input_size=size, output_stride=stride))
+  model = build_kdc_model(ModelConfig(depth="tiny"),
+                          Geometry(input_size=size, output_stride=stride))
   assert model.output["heatmap_logits"].shape[1:3] == (pose, pose)
   assert model.output["seg_logits"].shape[1:3] == (mask, mask)
 
@@ -67,7 +68,7 @@ def test_grids_are_corner_aligned_sizes(size, stride, pose, mask):
 @pytest.mark.parametrize("stride", [8, 16])
 def test_grid_point_i_sits_at_input_pixel_stride_times_i(stride):
   """The input region that feeds a feature point is centred on its pixel (corner alignment)."""
-  trunk = build_trunk(ModelConfig(depth="tiny", input_size=161, output_stride=stride))
+  trunk = build_trunk(ModelConfig(depth="tiny"), Geometry(input_size=161, output_stride=stride))
   image = tf.Variable(np.random.default_rng(0).uniform(0, 255, (1, 161, 161, 3)), dtype=tf.float32)
   for key, point_stride in (("stride4", 4), ("features", stride)):
     r = c = 80 // point_stride  # The centre pixel: the support is not clipped by the borders.
@@ -82,7 +83,7 @@ def test_grid_point_i_sits_at_input_pixel_stride_times_i(stride):
 
 def test_input_size_off_the_grid_is_rejected():
   with pytest.raises(ValueError, match="corner-aligned"):
-    ModelConfig(input_size=400)
+    Geometry(input_size=400)
 
 
 def test_aligned_upsample_keeps_grid_points_and_interpolates_between():
@@ -101,14 +102,15 @@ def test_caffe_preprocessing_is_bgr_minus_imagenet_mean():
 
 
 def test_crowdpose_heads_follow_its_spec():
-  model = build_kdc_model(ModelConfig(depth="tiny", input_size=129, dataset="crowdpose"))
+  model = build_kdc_model(ModelConfig(depth="tiny"), Geometry(input_size=129, dataset="crowdpose"))
   assert model.output["heatmap_logits"].shape[-1] == CROWDPOSE.num_keypoints
   assert model.output["midrange"].shape[-1] == 2 * CROWDPOSE.num_directed_edges
 
 
 @pytest.mark.parametrize("disk_radius", [8.0, 32.0])
 def test_offsets_are_head_output_times_offset_scale_whatever_the_disk_radius(disk_radius):
-  model = build_kdc_model(ModelConfig(depth="tiny", input_size=129, disk_radius=disk_radius))
+  model = build_kdc_model(ModelConfig(depth="tiny"),
+                          Geometry(input_size=129, disk_radius=disk_radius))
   image = np.random.default_rng(0).uniform(0, 255, (1, 129, 129, 3)).astype(np.float32)
   for name in ("keycentroid", "midrange", "mask_offset"):
     raw = keras.Model(model.input, model.get_layer(f"{name}_raw").output)(image)
@@ -119,7 +121,7 @@ def test_outputs_are_float32_under_mixed_precision():
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy("mixed_float16")
   try:
-    model = build_kdc_model(ModelConfig(depth="tiny", input_size=129))
+    model = build_kdc_model(ModelConfig(depth="tiny"), Geometry(input_size=129))
   finally:
     keras.config.set_dtype_policy(previous)
   assert model.get_layer("neck_conv").compute_dtype == "float16"
@@ -130,8 +132,8 @@ def test_outputs_are_float32_under_mixed_precision():
 
 
 def test_freeze_batch_norm_leaves_only_convolutions_trainable():
-  frozen = build_trunk(ModelConfig(depth="tiny", input_size=129, freeze_batch_norm=True))
-  trained = build_trunk(ModelConfig(depth="tiny", input_size=129))
+  frozen = build_trunk(ModelConfig(depth="tiny", freeze_batch_norm=True), Geometry(input_size=129))
+  trained = build_trunk(ModelConfig(depth="tiny"), Geometry(input_size=129))
   bn = [l for l in frozen.layers if isinstance(l, keras.layers.BatchNormalization)]
   assert bn and not any(l.trainable for l in bn)
   assert len(frozen.trainable_weights) == len(trained.trainable_weights) - 2 * len(bn)
@@ -139,7 +141,8 @@ def test_freeze_batch_norm_leaves_only_convolutions_trainable():
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
-    build_trunk(ModelConfig(depth="tiny", input_size=129, weights=str(tmp_path / "no.h5")))
+    build_trunk(ModelConfig(depth="tiny", weights=str(tmp_path / "no.h5")),
+                Geometry(input_size=129))
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +163,7 @@ _KERAS_H5_NUMPY_WARNING = pytest.mark.filterwarnings(
 @_KERAS_H5_NUMPY_WARNING
 def test_keras_applications_weights_load_by_name(keras_resnet50_h5):
   reference, path = keras_resnet50_h5
-  trunk = build_trunk(ModelConfig(depth="50", input_size=65, weights=path))
+  trunk = build_trunk(ModelConfig(depth="50", weights=path), Geometry(input_size=65))
   assert _weighted_layers(trunk) == _weighted_layers(reference)
   for name in ("conv1_conv", "conv4_block6_2_conv", "conv5_block3_3_bn"):
     for ours, theirs in zip(trunk.get_layer(name).weights, reference.get_layer(name).weights):
@@ -176,11 +179,12 @@ def test_keras_applications_weights_load_by_name(keras_resnet50_h5):
 @_KERAS_H5_NUMPY_WARNING
 def test_weights_of_another_depth_are_refused(keras_resnet50_h5):
   _, path = keras_resnet50_h5
-  trunk = build_trunk(ModelConfig(depth="101", input_size=65))
+  trunk = build_trunk(ModelConfig(depth="101"), Geometry(input_size=65))
   with pytest.raises(ValueError, match="wrong depth"):
     load_imagenet_weights(trunk, path)
 
 
 def test_trunk_name_is_the_nested_model():
-  config = ModelConfig(depth="tiny", input_size=129)
-  assert build_kdc_model(config).get_layer(trunk_name(config)).name == "resnettiny"
+  config = ModelConfig(depth="tiny")
+  model = build_kdc_model(config, Geometry(input_size=129))
+  assert model.get_layer(trunk_name(config)).name == "resnettiny"

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from kdc_tf import prediction
+from kdc_tf.config import ExperimentConfig, load_config, save_config
 from kdc_tf.datasets import COCO
 from kdc_tf.evaluation import read_results, write_results
 from kdc_tf.io_utils import OutputDirBusyError, exclusive_output_dir
-from kdc_tf.training import ExperimentConfig, load_config, save_config
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):

@@ -7,13 +7,14 @@ import tensorflow as tf
 from data_pipeline import augmentation
 from data_pipeline.targets import encode_targets
 from kdc_tf.config import AugmentConfig, EncoderConfig
+from kdc_tf.geometry import Geometry
 from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.visualization.targets import save_target_panel
 from tests.sample_examples import load_decoded_examples
 
 SIZE = 161  # pose grid 21 x 21 (stride 8), mask grid 41 x 41; x -> 160 - x maps grids to grids.
-CONFIG = EncoderConfig(input_size=SIZE, output_stride=8)
-STRIDE = CONFIG.output_stride
+GEOMETRY = Geometry(input_size=SIZE, output_stride=8)
+STRIDE = GEOMETRY.output_stride
 
 
 def _numpy(targets):
@@ -36,7 +37,7 @@ def coco_inputs(coco_examples):
 
 @pytest.fixture(scope="module")
 def coco_targets(coco_inputs):
-  return [_numpy(encode_targets(a, CONFIG)) for a in coco_inputs]
+  return [_numpy(encode_targets(a, GEOMETRY)) for a in coco_inputs]
 
 
 def _grid(size, stride):
@@ -65,7 +66,7 @@ def test_heatmap_is_the_union_of_disks(coco_inputs, coco_targets):
     for person in keypoints:
       for k, (x, y, v) in enumerate(person):
         if v > 0:
-          inside = np.hypot(points[..., 0] - x, points[..., 1] - y) <= CONFIG.disk_radius
+          inside = np.hypot(points[..., 0] - x, points[..., 1] - y) <= GEOMETRY.disk_radius
           expected[..., k] = np.maximum(expected[..., k], inside)
     np.testing.assert_array_equal(targets["heatmap"], expected)
 
@@ -147,7 +148,7 @@ def _flip_targets(targets, spec):
 
 def test_flip_then_encode_equals_encode_then_flip(coco_inputs, coco_targets):
   for augmented, targets in zip(coco_inputs, coco_targets):
-    encoded_flipped = _numpy(encode_targets(_flip_augmented(augmented), CONFIG))
+    encoded_flipped = _numpy(encode_targets(_flip_augmented(augmented), GEOMETRY))
     flipped_encoded = _flip_targets(targets, COCO)
     for key, value in flipped_encoded.items():
       np.testing.assert_allclose(encoded_flipped[key], value, atol=1e-3, err_msg=key)
@@ -157,7 +158,7 @@ def test_people_without_keypoints_are_ignored_by_keypoint_losses(coco_examples):
   """000000040083 has a small person without keypoints (bbox centre ~(280, 161)): zoom on it."""
   zoom = tf.constant([[1.5, 0.0, 80.0 - 1.5 * 280.5], [0.0, 1.5, 80.0 - 1.5 * 160.6], [0, 0, 1]])
   augmented = augmentation.warp_example(coco_examples[1], zoom, SIZE)
-  targets = _numpy(encode_targets(augmented, CONFIG))
+  targets = _numpy(encode_targets(augmented, GEOMETRY))
   keypoints = augmented["keypoints"].numpy()
   unlabelled = ~np.any(keypoints[..., 2] > 0, axis=1)
   no_keypoints = list(augmented["person_ids"].numpy()).index(1202706)
@@ -181,7 +182,7 @@ def test_crowd_regions_weigh_zero(coco_inputs):
   augmented["crowd_mask"] = crowd
   augmented["keypoints"] = augmented["keypoints"][1:]
   augmented["instance_masks"] = augmented["instance_masks"][1:]
-  targets = _numpy(encode_targets(augmented, CONFIG))
+  targets = _numpy(encode_targets(augmented, GEOMETRY))
   crowd = crowd.numpy() > 0
   assert crowd.sum() > 20
   assert np.all(targets["seg_weight"][crowd] == 0)
@@ -205,7 +206,7 @@ def _empty_example(has_masks=True, num_keypoints=COCO.num_keypoints, size=SIZE):
 
 
 def test_an_image_without_people_encodes_to_zeros():
-  targets = _numpy(encode_targets(_empty_example(), CONFIG))
+  targets = _numpy(encode_targets(_empty_example(), GEOMETRY))
   for key in ("heatmap", "keycentroid", "keycentroid_weight", "midrange", "midrange_weight", "seg",
               "mask_offset", "mask_offset_weight", "instance_ids"):
     assert np.all(targets[key] == 0), key
@@ -220,17 +221,17 @@ def test_encoder_traces_once_for_a_variable_number_of_people(coco_inputs):
       "crowd_mask": tf.TensorSpec([41, 41], tf.uint8),
       "has_masks": tf.TensorSpec([], tf.bool),
   }
-  encode = tf.function(lambda a: encode_targets(a, CONFIG), input_signature=[signature])
+  encode = tf.function(lambda a: encode_targets(a, GEOMETRY), input_signature=[signature])
   for augmented in (_empty_example(), coco_inputs[0], coco_inputs[2]):
     graph = _numpy(encode({key: augmented[key] for key in signature}))
-    eager = _numpy(encode_targets(augmented, CONFIG))
+    eager = _numpy(encode_targets(augmented, GEOMETRY))
     for key in eager:
       np.testing.assert_allclose(graph[key], eager[key], atol=1e-4, err_msg=key)
   assert encode.experimental_get_tracing_count() == 1
 
 
 def test_crowdpose_sample(crowdpose_sample_dir):
-  config = EncoderConfig(dataset="crowdpose", input_size=SIZE)
+  config = Geometry(dataset="crowdpose", input_size=SIZE)
   examples = load_decoded_examples(crowdpose_sample_dir, "test_crowdpose.json",
                                    CROWDPOSE.num_keypoints)
   for example in examples:
@@ -243,15 +244,15 @@ def test_crowdpose_sample(crowdpose_sample_dir):
     assert np.all(targets["seg_weight"] == 0)
     assert np.all(targets["mask_offset_weight"] == 0)
   with pytest.raises(ValueError, match="keypoints must be"):
-    encode_targets(augmented, CONFIG)  # 14 CrowdPose keypoints against the COCO spec
+    encode_targets(augmented, GEOMETRY)  # 14 CrowdPose keypoints against the COCO spec
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_mask_centroids(coco_inputs, mode):
-  config = EncoderConfig(input_size=SIZE, centroid_mode=mode)
+  config = EncoderConfig(centroid_mode=mode)
   points = _grid(41, 4)
   for augmented in coco_inputs[:4]:
-    targets = _numpy(encode_targets(augmented, config))
+    targets = _numpy(encode_targets(augmented, GEOMETRY, config))
     masks = augmented["instance_masks"].numpy() > 0
     keypoints = augmented["keypoints"].numpy()
     count = masks.sum(axis=0)
@@ -274,12 +275,12 @@ def test_mask_centroids(coco_inputs, mode):
 
 def test_max_people_drops_and_ignores_the_rest(coco_inputs):
   augmented = coco_inputs[3]  # 000000197388: 5 people
-  targets = _numpy(encode_targets(augmented, EncoderConfig(input_size=SIZE, max_people=1)))
+  targets = _numpy(encode_targets(augmented, GEOMETRY, EncoderConfig(max_people=1)))
   masks = augmented["instance_masks"].numpy() > 0
   dropped = np.any(masks[1:], axis=0) & ~masks[0]
   kept_alone = _numpy(encode_targets(
       {**augmented, "keypoints": augmented["keypoints"][:1],
-       "instance_masks": augmented["instance_masks"][:1]}, CONFIG))
+       "instance_masks": augmented["instance_masks"][:1]}, GEOMETRY))
   np.testing.assert_array_equal(targets["heatmap"], kept_alone["heatmap"])
   assert np.all(targets["seg_weight"][..., 0][np.any(masks[1:], axis=0)] == 0)
   assert np.all(targets["seg"][..., 0][dropped] == 0)
@@ -287,7 +288,7 @@ def test_max_people_drops_and_ignores_the_rest(coco_inputs):
 
 
 def test_stride_16_grid_is_the_stride_8_grid_subsampled(coco_inputs, coco_targets):
-  config = EncoderConfig(input_size=SIZE, output_stride=16)
+  config = Geometry(input_size=SIZE, output_stride=16)
   for augmented, targets in zip(coco_inputs[:4], coco_targets[:4]):
     coarse = _numpy(encode_targets(augmented, config))
     assert coarse["heatmap"].shape == (11, 11, COCO.num_keypoints)

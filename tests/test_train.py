@@ -15,10 +15,11 @@ from absl import flags
 from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments import train
-from kdc_tf.config import OFFSET_SCALE, EncoderConfig
+from kdc_tf.checkpoints import restore_model
+from kdc_tf.config import ExperimentConfig, TrainConfig, load_config
+from kdc_tf.geometry import OFFSET_SCALE, Geometry
 from kdc_tf.modeling import ModelConfig
-from kdc_tf.training import (ExperimentConfig, NonFiniteLossError, TrainConfig, Trainer,
-                             create_strategy, load_config, restore_model)
+from kdc_tf.training import NonFiniteLossError, Trainer, create_strategy
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 129
@@ -56,27 +57,48 @@ def _scalars(event_dir, tag):
   return values
 
 
-def test_train_flag_defaults_are_the_papers():
+def _config_from(*argv):
   flag_values = flags.FlagValues()
   train.define_flags(flag_values)
-  flag_values(["train"])
-  defaults = {k: flag_values[k].value for k in (
-      "depth", "input_size", "batch_size", "learning_rate", "epochs", "output_stride",
-      "disk_radius", "strategy", "centroid", "train_pattern", "max_rotation_degrees", "min_scale",
-      "max_scale", "flip_probability")}
-  assert defaults == {
-      "depth": "101", "input_size": 401, "batch_size": 4, "learning_rate": 1e-5, "epochs": 400,
-      "output_stride": "8", "disk_radius": 32.0, "strategy": "mirrored", "centroid": "dynamic",
-      "train_pattern": "", "max_rotation_degrees": 30.0, "min_scale": 0.7, "max_scale": 1.3,
-      "flip_probability": 0.5}
+  flag_values(["train", *argv])
+  return train.config_from_flags(flag_values)
+
+
+def test_train_defaults_are_the_papers():
+  config = _config_from()
+  assert config.geometry == Geometry(dataset="coco", input_size=401, output_stride=8,
+                                     disk_radius=32.0)
+  assert (config.model.depth, config.encoder.centroid_mode) == ("101", "dynamic")
+  train_config = config.train
+  assert (train_config.batch_size, train_config.learning_rate, train_config.epochs,
+          train_config.strategy, train_config.train_pattern) == (4, 1e-5, 400, "mirrored", "")
+  assert train_config.steps_per_epoch == 0  # counted from the training set
+  augment = config.augment
+  assert (augment.min_scale, augment.max_scale, augment.max_rotation_degrees,
+          augment.flip_probability) == (0.7, 1.3, 30.0, 0.5)
+
+
+def test_train_config_from_a_file_geometry_flags_and_overrides(tmp_path):
+  path = tmp_path / "experiment.json"
+  path.write_text('{"model": {"depth": "50"}, "loss": {"membership_sigma": 0.3}, '
+                  '"geometry": {"disk_radius": 16}}')
+  config = _config_from(f"--config={path}", "--input_size=193", "--output_stride=16",
+                        "--override=model.depth=tiny", "--override=train.seed=3",
+                        "--override=encoder.centroid_mode=static", "--train_pattern=x-*")
+  assert config.geometry == Geometry(input_size=193, output_stride=16, disk_radius=16.0)
+  assert (config.model.depth, config.loss.membership_sigma, config.train.seed) == ("tiny", 0.3, 3)
+  assert (config.encoder.centroid_mode, config.train.train_pattern) == ("static", "x-*")
+  with pytest.raises(ValueError, match="model.widht"):
+    _config_from("--override=model.widht=3")
 
 
 def test_tiny_model_trains_30_steps_on_two_mirrored_cpus_and_its_loss_falls(tmp_path):
   model_dir = tmp_path / "mirrored"
-  result = _run(_MIRRORED_SCRIPT, f"--model_dir={model_dir}", "--depth=tiny",
-                f"--input_size={SIZE}", "--epochs=1", "--steps_per_epoch=30",
-                "--learning_rate=1e-3", "--summary_every=5", "--image_summary_every=30",
-                "--checkpoint_every=30", "--seed=0")
+  overrides = ("model.depth=tiny", "train.epochs=1", "train.steps_per_epoch=30",
+               "train.learning_rate=1e-3", "train.summary_every=5",
+               "train.image_summary_every=30", "train.checkpoint_every=30", "train.seed=0")
+  result = _run(_MIRRORED_SCRIPT, f"--model_dir={model_dir}", f"--input_size={SIZE}",
+                *(f"--override={override}" for override in overrides))
   assert "on 2 replica(s)" in result.stderr
   total = _scalars(str(model_dir / "train"), "loss/total")
   assert sorted(total) == [5, 10, 15, 20, 25, 30]
@@ -98,12 +120,12 @@ def resumed_run(tmp_path_factory):
   """3 steps, then a new Trainer on the same model_dir (as after a kill) that goes on to 6."""
   model_dir = str(tmp_path_factory.mktemp("resume"))
   pattern = synthetic.ensure_embedded_dataset()["train"]
-  geometry = dict(input_size=SIZE)
   config = ExperimentConfig(
-      model=ModelConfig(depth="tiny", **geometry), encoder=EncoderConfig(**geometry),
+      geometry=Geometry(input_size=SIZE), model=ModelConfig(depth="tiny"),
       train=TrainConfig(train_pattern=pattern, learning_rate=1e-3, epochs=1, steps_per_epoch=3,
                         checkpoint_every=3, seed=0, strategy="one_device"))
-  dataset = build_dataset(pattern, config.encoder, config.augment, 4, training=True, seed=0)
+  dataset = build_dataset(pattern, config.geometry, config.encoder, config.augment, 4,
+                          training=True, seed=0)
   first = Trainer(config, model_dir, create_strategy("one_device"))
   first.run(dataset)
   first_state = _variables(first)
@@ -143,7 +165,7 @@ def test_restore_model_rebuilds_the_trained_network_from_model_dir(resumed_run):
     np.testing.assert_allclose(value.numpy(), expected[name].numpy(), rtol=1e-5, atol=1e-5)
   larger, larger_config = restore_model(resumed_run["model_dir"] + "/ckpt-6", input_size=161)
   assert larger.output["seg_logits"].shape[1:3] == (41, 41)
-  assert larger_config.encoder.input_size == 161
+  assert larger_config.geometry.input_size == 161
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(resumed_run):
@@ -169,9 +191,8 @@ def test_a_model_dir_of_another_architecture_is_refused(resumed_run):
 
 def test_model_dirs_from_before_the_offset_scale_keep_their_disk_radius_scale():
   """Configs written before `ModelConfig.offset_scale` existed scaled offsets by R: kept so."""
-  values = ExperimentConfig(
-      model=ModelConfig(depth="tiny", input_size=129, disk_radius=8.0),
-      encoder=EncoderConfig(input_size=129, disk_radius=8.0)).to_dict()
+  values = ExperimentConfig(geometry=Geometry(input_size=129, disk_radius=8.0),
+                            model=ModelConfig(depth="tiny")).to_dict()
   assert values["model"]["offset_scale"] == OFFSET_SCALE
   assert ExperimentConfig.from_dict(values).model.offset_scale == OFFSET_SCALE
   del values["model"]["offset_scale"]

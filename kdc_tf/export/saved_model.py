@@ -120,11 +120,14 @@ def describe_signatures(loaded_or_export_dir: Union[str, Any]) -> str:
 def _write_metadata(predictor: Predictor, export_dir: str) -> None:
   spec = predictor.spec
   metadata = {
-      "dataset": predictor.encoder_config.dataset,
+      "dataset": predictor.geometry.dataset,
       "keypoint_names": list(spec.keypoint_names),
       "edges": [list(edge) for edge in spec.edges],
       "input_size": predictor.input_size,
-      "grouping": dataclasses.asdict(predictor.grouping_config),
+      # The decoder's settings, with the trained model's ones it reads (as before they were split).
+      "grouping": {**dataclasses.asdict(predictor.grouping_config),
+                   "centroid_mode": predictor.experiment.encoder.centroid_mode,
+                   "membership_sigma": predictor.experiment.loss.membership_sigma},
       "signatures": {
           SERVING_SIGNATURE: {"inputs": {"image": "uint8 [H, W, 3] RGB"}},
           ENCODED_SIGNATURE: {"inputs": {"image_bytes": "string [] encoded JPEG/PNG/BMP/GIF"}},

@@ -28,8 +28,7 @@ from typing import Dict, Mapping
 import tensorflow as tf
 
 from kdc_tf import geometry
-from kdc_tf.config import EncoderConfig, GroupingConfig, check_centroid_mode
-from kdc_tf.datasets import DatasetSpec
+from kdc_tf.config import ExperimentConfig, GroupingConfig
 from kdc_tf.grouping import gaussian, mask_only, masks, merging, peaks, poses, sampling, voting
 
 INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
@@ -75,27 +74,39 @@ class Grouper(tf.Module):
   `num_people` int32; valid people first, in descending seed score.
   """
 
-  def __init__(self, spec: DatasetSpec, config: GroupingConfig, input_size: int,
-               output_stride: int = 8, disk_radius: float = 32.0, jit_compile: bool = True):
+  def __init__(self, experiment: ExperimentConfig, config: GroupingConfig,
+               jit_compile: bool = True):
+    """Decodes the head outputs of the model `experiment` describes.
+
+    Args:
+      experiment: the model's configuration: its `geometry` (keypoint layout, input size, output
+        stride, disk radius), the MaskCentroid mode (`encoder.centroid_mode`) and the membership
+        sigma (`loss.membership_sigma`) it was trained with, so that train and test agree.
+      config: the decoder's own settings.
+      jit_compile: XLA-compile the stages that allow it.
+    """
     super().__init__(name="grouper")
-    check_centroid_mode(config.centroid_mode)
     if config.max_people < 1 or config.peaks_per_type < 1:
       raise ValueError("max_people and peaks_per_type must be >= 1")
-    if config.peak_threshold < 0 or config.nms_radius < 0 or disk_radius <= 0:
-      raise ValueError("peak_threshold and nms_radius must be >= 0, disk_radius > 0")
+    if config.peak_threshold < 0 or config.nms_radius < 0:
+      raise ValueError("peak_threshold and nms_radius must be >= 0")
     if not 0 < config.membership_threshold <= 1:
       raise ValueError(f"membership_threshold must be in (0, 1], got {config.membership_threshold}")
-    self._spec = spec
+    shape = experiment.geometry
+    self._spec = shape.spec
     self._config = config
-    self._input_size = input_size
-    self._stride = output_stride
-    self._disk_radius = disk_radius
-    self._pose_grid = geometry.grid_size(input_size, output_stride)
-    self._mask_grid = geometry.mask_grid_size(input_size)
+    self._centroid_mode = experiment.encoder.centroid_mode
+    self._membership_sigma = experiment.loss.membership_sigma
+    self._input_size = shape.input_size
+    self._stride = shape.output_stride
+    self._disk_radius = shape.disk_radius
+    self._pose_grid = shape.pose_grid_size
+    self._mask_grid = shape.mask_grid_size
     if self._pose_grid < 2:
-      raise ValueError(f"input size {input_size} gives a pose grid of {self._pose_grid} point")
-    self._edge_orders = poses.breadth_first_edges(spec)
-    self._pgo_kernels = gaussian.gaussian_kernels_1d(spec.pgo_sigmas)
+      raise ValueError(f"input size {shape.input_size} gives a pose grid of {self._pose_grid} "
+                       "point")
+    self._edge_orders = poses.breadth_first_edges(self._spec)
+    self._pgo_kernels = gaussian.gaussian_kernels_1d(self._spec.pgo_sigmas)
     self._find_poses = tf.function(self._poses_of_all_candidates, jit_compile=jit_compile,
                                    autograph=False)
     self._make_people = tf.function(self._people_and_instance_maps, jit_compile=jit_compile,
@@ -106,12 +117,15 @@ class Grouper(tf.Module):
                                           autograph=False)
     self.group = tf.function(self._group, input_signature=self.input_signature, autograph=False)
 
-  @classmethod
-  def from_encoder_config(cls, encoder_config: EncoderConfig, config: GroupingConfig,
-                          jit_compile: bool = True) -> "Grouper":
-    """The grouper matching the targets' geometry (input size, stride, disk radius)."""
-    return cls(encoder_config.spec, config, encoder_config.input_size,
-               encoder_config.output_stride, encoder_config.disk_radius, jit_compile)
+  @property
+  def centroid_mode(self) -> str:
+    """The trained model's MaskCentroid mode (`EncoderConfig.centroid_mode`)."""
+    return self._centroid_mode
+
+  @property
+  def membership_sigma(self) -> float:
+    """The trained model's membership sigma (`LossConfig.membership_sigma`)."""
+    return self._membership_sigma
 
   @property
   def input_signature(self):
@@ -205,13 +219,13 @@ class Grouper(tf.Module):
     membership = masks.membership_maps(
         seg, mask_offset, centres, valid, mask_stride=geometry.MASK_STRIDE,
         seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
-        sigma_igo=config.sigma_igo, static_centroids=config.centroid_mode == "static")
+        membership_sigma=self._membership_sigma, static_centroids=self._centroid_mode == "static")
     keypoints = tf.concat([xy, point_scores[..., None]], axis=-1)
     scores = tf.reduce_mean(point_scores, axis=1)
     if config.mask_only_people:
       keypoints, scores, membership, valid = mask_only.add_mask_only_people(
           keypoints, scores, membership, valid, seg, mask_offset, mask_stride=geometry.MASK_STRIDE,
           seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
-          sigma_igo=config.sigma_igo, radius=config.nms_radius)
+          membership_sigma=self._membership_sigma, radius=config.nms_radius)
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
     return keypoints, scores, masks.instance_maps(membership, config.igo_sigma), num_people

@@ -86,7 +86,7 @@ def cluster_centres(leftover: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride:
 def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf.Tensor,
                          valid: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Tensor, *,
                          mask_stride: int, seg_threshold: float, membership_threshold: float,
-                         sigma_igo: float, radius: float) -> People:
+                         membership_sigma: float, radius: float) -> People:
   """Fills the slots after the keypoint people with mask-only people.
 
   Args:
@@ -105,7 +105,8 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
   extra = masks.membership_maps(
       tf.where(leftover, probability, 0.0)[..., None], mask_offset, centres, has_centre,
       mask_stride=mask_stride, seg_threshold=seg_threshold,
-      membership_threshold=membership_threshold, sigma_igo=sigma_igo, static_centroids=True)
+      membership_threshold=membership_threshold, membership_sigma=membership_sigma,
+      static_centroids=True)
   points = tf.reduce_sum(extra, axis=[1, 2])
   extra_valid = points * float(mask_stride * mask_stride) >= MIN_AREA
   mean_probability = (tf.reduce_sum(extra * probability[None], axis=[1, 2])

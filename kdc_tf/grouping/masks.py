@@ -21,8 +21,8 @@ the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
   embedding space. Foreground points first go to the nearest keypoint centre (as above); C_j is
   then the mean embedding of j's points, which for exact offsets is j's mask mean (j keeps the
   keypoint centre if no point went to it).
-- sigma_j = sigma_igo * sqrt(area_j), area_j in input pixels^2 like the training loss's mask area:
-  the number of foreground mask-grid points whose embedding is nearest to C_j, times
+- sigma_j = membership_sigma * sqrt(area_j), area_j in input pixels^2 like the training loss's
+  mask area (`geometry.membership_variance`): the number of foreground mask-grid points whose embedding is nearest to C_j, times
   mask_stride^2. Measured on the 12 keypoint-labelled people of the 4 COCO sample images (oracle
   at 401): this estimate / the true mask-grid area has median 1.00 (range 0.96 - 1.10), where the
   keypoint bounding box's area / mask area has median 1.76 (range 0.91 - 2.88); it also holds for
@@ -76,7 +76,7 @@ def first_best(values: tf.Tensor) -> tf.Tensor:
 
 def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
                     valid: tf.Tensor, *, mask_stride: int, seg_threshold: float,
-                    membership_threshold: float, sigma_igo: float,
+                    membership_threshold: float, membership_sigma: float,
                     static_centroids: bool) -> tf.Tensor:
   """float32 `[N, M, M]` (people-major): 1 where a foreground point joins person j, else 0.
 
@@ -103,7 +103,7 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
     mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
     centres = tf.where((counts > 0)[:, None], mean_embedding, centres)
     distances = squared_distances(centres)
-  sigma_squared = geometry.membership_variance(sigma_igo, counts, mask_stride)  # [N]
+  sigma_squared = geometry.membership_variance(membership_sigma, counts, mask_stride)  # [N]
   present = valid & (sigma_squared > 0.0)
   # log phi = -d^2 / (2 sigma^2), compared with log(membership_threshold): no exp over [N, P].
   scale = tf.where(present, 0.5 / tf.maximum(sigma_squared, 1e-12), 0.0)

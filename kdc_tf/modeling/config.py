@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from kdc_tf.config import OFFSET_SCALE, GridGeometry
+from kdc_tf.geometry import OFFSET_SCALE
 
 # Bottleneck blocks per stage and the first stage's bottleneck width (keras.applications ResNet v1;
 # 'tiny' is a narrow one-block-per-stage variant for tests and smoke runs).
@@ -18,20 +18,16 @@ TRUNK_DEPTHS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig(GridGeometry):
-  """Trunk, heads and output geometry of the KDC network (ARCHITECTURE.md section 4).
+class ModelConfig:
+  """Trunk and heads of the KDC network (ARCHITECTURE.md section 4).
 
-  `dataset`, `input_size`, `output_stride` and `disk_radius` must match the target encoder's
-  `EncoderConfig` (the experiment configuration checks this).
+  Its keypoint layout, input size and output stride are the experiment's `Geometry`, passed to
+  `build_kdc_model` beside this config.
   """
 
   depth: str = "101"
-  output_stride: int = 8
-  dataset: str = "coco"
-  input_size: int = 401
-  disk_radius: float = 32.0
   # Offsets are predicted in units of `offset_scale` input pixels and returned in input pixels;
-  # `kdc_tf.config.OFFSET_SCALE`, independent of the disk radius (model_dirs written before this
+  # `kdc_tf.geometry.OFFSET_SCALE`, independent of the disk radius (model_dirs written before this
   # field existed used the disk radius: `ExperimentConfig.from_dict` restores that).
   offset_scale: float = OFFSET_SCALE
   # Local keras.applications ImageNet weights (.h5, 'notop' or full); None = random init.
@@ -50,7 +46,6 @@ class ModelConfig(GridGeometry):
     object.__setattr__(self, "depth", str(self.depth))
     if self.depth not in TRUNK_DEPTHS:
       raise ValueError(f"depth must be one of {sorted(TRUNK_DEPTHS)}, got {self.depth!r}")
-    self._check_geometry()
     if self.offset_scale <= 0:
       raise ValueError(f"offset_scale must be positive, got {self.offset_scale}")
     for name in ("neck_width", "pose_head_width", "low_level_width", "decoder_width"):

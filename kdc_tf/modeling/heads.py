@@ -5,7 +5,8 @@ reduction of the stride-8 (or 16) features, PoseNet = one 3x3 conv then 1x1 outp
 grid, SegNet = a DeepLabv3+-style decoder (corner-aligned bilinear upsampling of the reduced
 features to the stride-4 grid, concatenated with a 1x1 projection of the trunk's stride-4 features,
 one 3x3 conv) then 1x1 outputs on the mask grid. Offsets are predicted in units of
-`ModelConfig.offset_scale` (a constant, not the disk radius) and returned in input pixels; every output is float32, also under mixed precision.
+`ModelConfig.offset_scale` (a constant, not the disk radius) and returned in input pixels; every
+output is float32, also under mixed precision.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Dict
 import keras
 import tensorflow as tf
 
-from kdc_tf.geometry import MASK_STRIDE
+from kdc_tf.geometry import MASK_STRIDE, Geometry
 from kdc_tf.modeling.config import ModelConfig
 
 _BN_EPSILON = 1e-3
@@ -82,9 +83,10 @@ def neck(features, config: ModelConfig):
   return _conv_bn_relu(features, config.neck_width, 1, name="neck")
 
 
-def pose_net(neck_features, config: ModelConfig) -> Dict[str, keras.KerasTensor]:
+def pose_net(neck_features, config: ModelConfig,
+             geometry: Geometry) -> Dict[str, keras.KerasTensor]:
   """Heatmap logits [K], KeyCentroid [2K] and mid-range [2E] offsets on the pose grid."""
-  spec = config.spec
+  spec = geometry.spec
   x = _conv_bn_relu(neck_features, config.pose_head_width, 3, name="pose_head")
   return {
       "heatmap_logits": _output(x, spec.num_keypoints, "heatmap_logits"),
@@ -93,9 +95,10 @@ def pose_net(neck_features, config: ModelConfig) -> Dict[str, keras.KerasTensor]
   }
 
 
-def seg_net(neck_features, stride4_features, config: ModelConfig) -> Dict[str, keras.KerasTensor]:
+def seg_net(neck_features, stride4_features, config: ModelConfig,
+            geometry: Geometry) -> Dict[str, keras.KerasTensor]:
   """Person-mask logit [1] and MaskCentroid offsets [2] on the stride-4 mask grid."""
-  upsampled = AlignedUpsample(config.output_stride // MASK_STRIDE,
+  upsampled = AlignedUpsample(geometry.output_stride // MASK_STRIDE,
                               name="decoder_upsample")(neck_features)
   low_level = _conv_bn_relu(stride4_features, config.low_level_width, 1, name="decoder_low_level")
   x = keras.layers.Concatenate(name="decoder_concat")([upsampled, low_level])

@@ -18,6 +18,7 @@ import h5py
 import keras
 from absl import logging
 
+from kdc_tf.geometry import Geometry
 from kdc_tf.modeling.config import TRUNK_DEPTHS, ModelConfig
 
 # keras.applications ResNet v1 conventions.
@@ -70,14 +71,14 @@ def _stage_strides(output_stride: int):
   return stages
 
 
-def build_trunk(config: ModelConfig) -> keras.Model:
+def build_trunk(config: ModelConfig, geometry: Geometry) -> keras.Model:
   """ResNet v1 trunk: image float32 [B, S, S, 3] RGB in [0, 255] -> named features.
 
   Outputs `stride4` (conv2 output, [B, (S-1)/4+1, ., 256*w]) for the SegNet decoder and
-  `features` (conv5 output at `config.output_stride`, [B, G, G, 2048*w]).
+  `features` (conv5 output at `geometry.output_stride`, [B, G, G, 2048*w]).
   """
   blocks, width = TRUNK_DEPTHS[config.depth]
-  size = config.input_size
+  size = geometry.input_size
   inputs = keras.Input((size, size, 3), name="image")
   x = CaffePreprocess(name="preprocess", dtype="float32")(inputs)
   x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
@@ -89,7 +90,7 @@ def build_trunk(config: ModelConfig) -> keras.Model:
 
   stride4 = None
   for stage, (num_blocks, (stride, dilation)) in enumerate(
-      zip(blocks, _stage_strides(config.output_stride))):
+      zip(blocks, _stage_strides(geometry.output_stride))):
     filters = width * 2**stage
     for block in range(num_blocks):
       x = _bottleneck(x, filters, stride=stride if block == 0 else 1, dilation=dilation,

@@ -26,10 +26,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from kdc_tf.checkpoints import make_checkpoint
+from kdc_tf.config import ExperimentConfig, load_config, save_config
 from kdc_tf.losses import LOSS_TERMS, compute_losses
 from kdc_tf.modeling import build_kdc_model
-from kdc_tf.training.checkpointing import make_checkpoint
-from kdc_tf.training.experiment import ExperimentConfig, load_config, save_config
 from kdc_tf.visualization.summaries import summary_images
 
 _MAX_SUMMARY_IMAGES = 2
@@ -92,6 +92,9 @@ class Trainer:
 
   def __init__(self, config: ExperimentConfig, model_dir: str,
                strategy: Optional[tf.distribute.Strategy] = None):
+    if config.train.steps_per_epoch == 0:
+      raise ValueError("train.steps_per_epoch is 0 (count the training records first, as "
+                       "experiments.train does)")
     self.config = config
     self.model_dir = model_dir
     self.strategy = strategy or create_strategy(config.train.strategy)
@@ -112,7 +115,8 @@ class Trainer:
     if self._resuming:
       previous, current = load_config(self.model_dir), self.config
       # The ImageNet weights path only matters for a fresh start.
-      pairs = {"model": (dataclasses.replace(previous.model, weights=None),
+      pairs = {"geometry": (previous.geometry, current.geometry),
+               "model": (dataclasses.replace(previous.model, weights=None),
                          dataclasses.replace(current.model, weights=None)),
                "encoder": (previous.encoder, current.encoder),
                "mixed precision": (previous.train.mixed_precision, current.train.mixed_precision)}
@@ -133,7 +137,7 @@ class Trainer:
         model_config = self.config.model
         if self._resuming:  # Every weight comes from the checkpoint.
           model_config = dataclasses.replace(model_config, weights=None)
-        self.model = build_kdc_model(model_config)
+        self.model = build_kdc_model(model_config, self.config.geometry)
         optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
         if train.mixed_precision:
           optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

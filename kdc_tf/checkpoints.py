@@ -1,4 +1,7 @@
-"""Checkpoints of (model, optimizer, step) in a model_dir, and rebuilding a model from one."""
+"""Checkpoints of (model, optimizer, step) in a model_dir, and rebuilding a model from one.
+
+Outside `training/` because evaluation, export and serving restore models without the trainer.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from typing import Optional, Tuple
 import keras
 import tensorflow as tf
 
+from kdc_tf.config import ExperimentConfig, load_config
 from kdc_tf.modeling import build_kdc_model
-from kdc_tf.training.experiment import ExperimentConfig, load_config
 
 
 def make_checkpoint(model: keras.Model, optimizer: Optional[keras.optimizers.Optimizer] = None,
@@ -49,12 +52,8 @@ def restore_model(model_dir_or_checkpoint: str,
   """
   model_dir, prefix = resolve_checkpoint(model_dir_or_checkpoint)
   config = load_config(model_dir)
-  model_config = dataclasses.replace(config.model, weights=None)
   if input_size is not None:
-    model_config = dataclasses.replace(model_config, input_size=input_size)
-    config = dataclasses.replace(
-        config, model=model_config,
-        encoder=dataclasses.replace(config.encoder, input_size=input_size))
-  model = build_kdc_model(model_config)
+    config = config.with_input_size(input_size)
+  model = build_kdc_model(dataclasses.replace(config.model, weights=None), config.geometry)
   make_checkpoint(model).restore(prefix).expect_partial().assert_existing_objects_matched()
   return model, config
