@@ -3,9 +3,8 @@
 A deviation from DESIGN.md's decoder, where every person starts from a keypoint seed. People with
 no labelled keypoint (COCO has many: small, occluded, at the image border) have masks in the
 segmentation ground truth, and SegNet and MaskCentroid learn them (the encoder's DM_c target falls
-back to the SM_c mask mean for them), but they can never seed a person. On the 4 COCO sample images
-2 of the 14 people have no keypoint (masks of 491 and 286 px): alone, they lower the mask AP that
-perfect grouping can reach from 0.736 to 0.716 at 401 and from 0.910 to 0.817 at 801.
+back to the SM_c mask mean for them), but they can never seed a person, which lowers the mask AP
+even perfect grouping can reach (docs/grouping.md).
 
 So the foreground points (`seg > seg_threshold`) that joined no keypoint person are clustered in
 embedding space (`e = p + mask_offset(p)`), in fixed-size, vectorised steps:
@@ -24,14 +23,7 @@ embedding space (`e = p + mask_offset(p)`), in fixed-size, vectorised steps:
    reliable detections too.
 
 The keypoint people's masks are computed first and unchanged, so keypoint AP cannot change.
-
-Measured (python -m experiments.oracle ... --test_scale=S on the COCO sample), segm AP without ->
-with mask-only people: 0.707 -> 0.765 at 401 (mask-grid ceiling 0.736), 0.770 -> 0.858 at 641
-(0.837), 0.802 -> 0.912 at 801 (0.910); keypoint AP 1.000 throughout; the two people without
-keypoints come out with mask IoU 0.72 and 0.63 at 401, 0.87 and 0.80 at 801. (The decoder beats
-the ceiling's fixed bilinear resampling thanks to IGO smoothing.) On the quickstart model (600
-steps, 16 synthetic validation images) it adds 33 mask-only detections and leaves segm AP at 0.010.
-Cost at 401: stage 3 1.3 -> 2.9 ms with XLA, 4.3 -> 8.1 ms without.
+Measurements (segm AP with and without, cost): docs/grouping.md.
 """
 
 from __future__ import annotations

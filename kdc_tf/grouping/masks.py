@@ -9,24 +9,16 @@ the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
   `centroid_keypoint_threshold` (score-weighted mean of all of j's keypoints if none passes), the
   training target's definition (mean of the labelled keypoints). The keypoint scores only gate:
   weighting by them (DESIGN.md's first reading) moves the centre towards whichever keypoints
-  happen to score high, away from the centre the embeddings were trained to point at: in the
-  oracle on the COCO sample, confident keypoints score 0.13 - 0.87 (sub-cell position, PGO) and
-  the weighted centre lies a median 9 / 14 / 20 input pixels (max 22 / 23 / 42) from the plain
-  mean at 401 / 641 / 801.
-  Oracle segm AP on the COCO sample (python -m experiments.oracle ... --test_scale=S), weighted ->
-  plain mean: 0.707 -> 0.707 at 401, 0.764 -> 0.770 at 641, 0.790 -> 0.802 at 801 without
-  mask-only people; 0.765 -> 0.765, 0.852 -> 0.858, 0.900 -> 0.912 with them. On the quickstart
-  model (600 steps on the synthetic data, 16 validation images): segm AP 0.009 -> 0.010.
+  happen to score high, away from the centre the embeddings were trained to point at
+  (docs/grouping.md).
 - C_j, static mode (SM_c, target = mean position of the mask pixels): one k-means step in
   embedding space. Foreground points first go to the nearest keypoint centre (as above); C_j is
   then the mean embedding of j's points, which for exact offsets is j's mask mean (j keeps the
   keypoint centre if no point went to it).
 - sigma_j = membership_sigma * sqrt(area_j), area_j in input pixels^2 like the training loss's
-  mask area (`geometry.membership_variance`): the number of foreground mask-grid points whose embedding is nearest to C_j, times
-  mask_stride^2. Measured on the 12 keypoint-labelled people of the 4 COCO sample images (oracle
-  at 401): this estimate / the true mask-grid area has median 1.00 (range 0.96 - 1.10), where the
-  keypoint bounding box's area / mask area has median 1.76 (range 0.91 - 2.88); it also holds for
-  partly visible people, whose few keypoints span a small box.
+  mask area (`geometry.membership_variance`): the number of foreground mask-grid points whose
+  embedding is nearest to C_j, times mask_stride^2, which tracks the true mask area far better
+  than the keypoints' bounding box (docs/grouping.md).
 
 Each person's binary membership map (1 where j won the point) is smoothed by IGO (a Gaussian of
 `igo_sigma` mask-grid cells) and resampled bilinearly to the output image: output pixel (x, y)
@@ -62,7 +54,7 @@ def keypoint_centroids(keypoints: tf.Tensor, scores: tf.Tensor, threshold: float
       weights, axis=1)[:, None]
 
 
-def first_best(values: tf.Tensor) -> tf.Tensor:
+def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
   """float32 one-hot `[N, P]` of the first maximum of each column (over N).
 
   Plain reductions over the leading axis: XLA's CPU argmax (a variadic reduce) and cumsum, and
@@ -97,7 +89,7 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
             + tf.square(embeddings[None, :, 1] - points[:, 1:2]))
 
   distances = squared_distances(centres)
-  nearest = first_best(tf.where(valid[:, None], -distances, no_one)) * foreground
+  nearest = one_hot_first_max(tf.where(valid[:, None], -distances, no_one)) * foreground
   counts = tf.reduce_sum(nearest, axis=1)  # [N]
   if static_centroids:
     mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
@@ -109,7 +101,7 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
   scale = tf.where(present, 0.5 / tf.maximum(sigma_squared, 1e-12), 0.0)
   log_phi = -distances * scale[:, None] + tf.where(present, 0.0, no_one)[:, None]
   member = tf.reduce_max(log_phi, axis=0, keepdims=True) > math.log(membership_threshold)
-  membership = first_best(log_phi) * foreground * tf.cast(member, tf.float32)
+  membership = one_hot_first_max(log_phi) * foreground * tf.cast(member, tf.float32)
   return tf.reshape(membership, [num_people, height, width])
 
 
@@ -135,7 +127,7 @@ def resampling_tables(maps: tf.Tensor) -> ResamplingTables:
   """`ResamplingTables` of instance maps `[N, M, M]`."""
   num_people, height, width = maps.shape
   slopes = tf.pad(maps[:, :, 1:] - maps[:, :, :-1], [[0, 0], [0, 0], [0, 1]])
-  best = first_best(tf.reshape(maps, [num_people, height * width]))
+  best = one_hot_first_max(tf.reshape(maps, [num_people, height * width]))
   people = tf.range(num_people, dtype=tf.float32)[:, None]
   labels = tf.reshape(tf.cast(tf.reduce_sum(best * people, axis=0), tf.int32), [height, width])
   row_starts = (labels * height + tf.range(height)[:, None]) * width

@@ -11,11 +11,7 @@ people's keypoints). A person merges into the earliest one whose identity is wit
 radius of its own, unless the two disagree: a keypoint type confident in both at places more than
 the NMS radius apart means two people (unless one of the two keypoints is shared with a third
 person). The merged person keeps, per type, the keypoint of highest score among its pieces,
-preferring confident ones that no other person shares.
-
-Measured with the oracle on the 4 COCO sample images at 401: without merging, 2 of the 12
-labelled people come out split (one at an unlabelled nose, one at an unlabelled elbow) and
-keypoint AP is 0.920; with it every person is decoded once.
+preferring confident ones that no other person shares. Measurements: docs/grouping.md.
 """
 
 from __future__ import annotations

@@ -14,19 +14,10 @@ type) is dropped. With the seed rule alone, a spurious local maximum of a score 
 head puts several around a keypoint, more than the NMS radius apart) seeds a walk that the
 KeyCentroid refinement pulls back onto the person already selected: the same person again, but for
 the seed keypoint. Those repeats also share the person's mask embeddings, so they split its mask
-between them. Measured on the quickstart model (tiny trunk, 600 steps on the synthetic data, 193
-input, its 16 validation images; decoding its dumped head outputs): 377 -> 83 people, keypoint AP
-0.007 -> 0.013, segm AP 0.000 -> 0.010 (before, no person's mask reached IoU 0.5). Fractions 0.65 /
-0.8 keep 121 / 164 people (keypoint AP 0.011 / 0.009, segm AP 0.008 / 0.004). With perfect targets
-it changes little: COCO sample oracle unchanged (keypoint AP 1.000 at 401, 641, 801); 12 generated
-scenes of 20 people at 401: 182 vs 183 of 240 people decoded within 2 px; synthetic validation
-oracle at 193: keypoint AP 0.823 -> 0.816 (two crowded images where people's keypoints mix).
-
-The repeats are dropped after the seed-rule selection, from a pool of `REPEAT_POOL` (decoder)
-times the output slots (`drop_repeats`, a second greedy pass over a `[P, P]` matrix), rather than
-inside it (a `[C, C]` test over all candidates' poses, C = 510 for COCO: the same people on the
-quickstart model and the generated scenes, 85 vs 83, but 2 ms more per image at 401 with XLA and
-7 ms more without).
+between them. The repeats are dropped after the seed-rule selection, from a pool of
+`REPEAT_POOL` (decoder) times the output slots (`drop_repeats`, a second greedy pass over a
+`[P, P]` matrix), which is cheaper than a test over all candidates' poses. Measurements:
+docs/grouping.md.
 """
 
 from __future__ import annotations

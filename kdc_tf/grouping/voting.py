@@ -4,10 +4,8 @@ Every pose-grid point p votes its heatmap probability h_k(p) at p + KeyCentroid_
 the 4 bilinear corners of that point on the same grid. Normalisation: the votes are divided by
 pi * (R / stride)^2, the number of grid points a disk of radius R holds on average, so that a
 perfect disk (probability 1 everywhere inside, offsets exact) puts a total mass of about 1 at its
-keypoint (49 / 50.3 = 0.97 for R = 32, stride 8 and a keypoint on a grid point). The peak value
-then lies between about 0.25 (keypoint in the middle of a cell) and 1 (on a grid point), before
-PGO; after it, perfect keypoints score 0.15 - 0.65 (sampled at the keypoint, generated scenes).
-Votes landing more than half a cell outside the grid are dropped, not piled on the border.
+keypoint (the resulting score ranges: docs/grouping.md). Votes landing more than half a cell
+outside the grid are dropped, not piled on the border.
 """
 
 from __future__ import annotations
