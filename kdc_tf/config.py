@@ -80,6 +80,10 @@ class GroupingConfig:
   peaks_per_type: int = 30
   peak_threshold: float = 0.01
   nms_radius: float = 10.0
+  # The tree walk does not place a keypoint (score 0, nor anything beyond it) that the KeyCentroid
+  # refinements move further than this, in disk radii, from where the mid-range offset put it: it
+  # jumped to another person (kdc_tf.grouping.poses).
+  max_refinement_shift: float = 0.25
   # Keypoints above this score define a person's mask centroid (DM_c).
   centroid_keypoint_threshold: float = 0.05
   seg_threshold: float = 0.5

@@ -160,7 +160,7 @@ class Grouper(tf.Module):
     pool = poses.select_people(overlaps, seed_scores, REPEAT_POOL * self._config.max_people,
                                self._config.peak_threshold)
     selected = poses.drop_repeats(pool, candidate_poses, self._config.nms_radius,
-                                  self._config.max_people)
+                                  self._config.max_people, keypoint_scores > 0.0)
     keypoints, scores, maps, num_people = self._make_people(
         selected, candidate_poses, keypoint_scores, seg, mask_offset)
     tables = self._resampling_tables(maps)
@@ -181,9 +181,8 @@ class Grouper(tf.Module):
     finite = tf.stack([tf.reduce_all(tf.math.is_finite(t))
                        for t in (heatmap, keycentroid, midrange, seg, mask_offset)])
     g, k = self._pose_grid, self._spec.num_keypoints
-    score_maps = gaussian.smooth(
-        voting.hough_score_maps(heatmap, keycentroid, self._stride, self._disk_radius),
-        self._pgo_kernels)
+    votes = voting.hough_score_maps(heatmap, keycentroid, self._stride, self._disk_radius)
+    score_maps = gaussian.smooth(votes, self._pgo_kernels)
     candidates = peaks.find_candidates(score_maps, self._config.peak_threshold,
                                        self._config.peaks_per_type)
     cell_points = tf.reshape(geometry.grid_points(g, g, self._stride), [g * g, 2])
@@ -191,12 +190,15 @@ class Grouper(tf.Module):
                                 tf.stack([candidates.cells, candidates.types], axis=-1))
     seeds = tf.clip_by_value(tf.gather(cell_points, candidates.cells) + seed_offsets, 0.0,
                              self._input_size - 1.0)
-    walked = poses.walk_tree(seeds, candidates.types, keycentroid, midrange, self._edge_orders,
-                             self._stride, self._input_size)
+    walked, found = poses.walk(seeds, candidates.types, keycentroid, midrange, self._edge_orders,
+                               self._stride, self._input_size,
+                               self._config.max_refinement_shift * self._disk_radius)
     all_types = tf.broadcast_to(tf.range(k), walked.shape[:2])
-    keypoint_scores = sampling.sample_groups(score_maps, walked, all_types, 1, self._stride)[..., 0]
+    evidence = sampling.sample_groups(voting.window_mass(votes), walked, all_types, 1,
+                                      self._stride)[..., 0]
+    keypoint_scores = tf.where(found, tf.minimum(evidence, 1.0), 0.0)
     overlaps = poses.suppression_overlaps(walked, seeds, candidates.types,
-                                          self._config.nms_radius)
+                                          self._config.nms_radius, found)
     seed_scores = tf.where(candidates.valid, candidates.scores, -1.0)
     return walked, keypoint_scores, seed_scores, overlaps, finite
 

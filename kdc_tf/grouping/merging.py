@@ -61,10 +61,21 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   # nothing about who a fragment is.
   claimed_earlier = tf.reduce_any(shared & (people[:, None] < people[None])[..., None], axis=0)
 
-  channel = tf.zeros([num_people, num_types], tf.int32)
-  on_mask = sampling.sample_groups(seg, keypoints, channel, 1, mask_stride)[..., 0] > seg_threshold
-  embeddings = keypoints + sampling.sample_groups(mask_offset, keypoints, channel, 2, mask_stride)
+  # At the nearest mask-grid point: a bilinear read mixes the offsets of the person, of the
+  # background and of a neighbour at a thin limb's keypoints.
+  on_mask = sampling.sample_nearest(seg, keypoints, mask_stride)[..., 0] > seg_threshold
+  grid_keypoints = tf.round(keypoints / mask_stride) * mask_stride
+  embeddings = grid_keypoints + sampling.sample_nearest(mask_offset, keypoints, mask_stride)
   weights = tf.where(confident & on_mask & ~claimed_earlier, scores, 0.0)
+  # The embedding most of the person's keypoints agree with (score-weighted), then the mean of
+  # those that agree with it: an occluded keypoint lies on the occluder's mask and points to the
+  # occluder's centre, which a plain mean would mix in.
+  agree = tf.cast(tf.reduce_sum(tf.square(embeddings[:, :, None] - embeddings[:, None]), axis=-1)
+                  <= squared_radius, tf.float32)  # [N, K, K]
+  support = tf.reduce_sum(agree * weights[:, None, :], axis=-1)  # [N, K]
+  support = tf.where(weights > 0.0, support, -1.0)
+  best = _first_true(support >= tf.reduce_max(support, axis=1, keepdims=True), axis=1)
+  weights *= tf.gather(agree, tf.minimum(best, num_types - 1), batch_dims=1)
   total = tf.reduce_sum(weights, axis=1)
   has_identity = total > 0.0
   identity = (tf.reduce_sum(embeddings * weights[..., None], axis=1)

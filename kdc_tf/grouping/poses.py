@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import math
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +34,13 @@ from kdc_tf.grouping import sampling
 
 # KeyCentroid refinements of every keypoint reached along an edge (DESIGN.md).
 REFINE_STEPS = 2
+# A mid-range step shorter than this (input pixels) leads nowhere: the encoder's target where the
+# destination is unlabelled is 0 (see the module docstring).
+MIN_STEP = 0.5
+# The last KeyCentroid refinement of a placed keypoint moves it at most this fraction of the
+# largest shift: a larger move means that the disks of two people's keypoints of that type mix
+# at the point, and the mid-range offsets read there may be the other person's.
+RESIDUAL_FRACTION = 0.25
 # A person with at least this fraction of its keypoints within the NMS radius of an earlier
 # person's is that person again (see the module docstring).
 DUPLICATE_FRACTION = 0.5
@@ -65,10 +73,17 @@ def breadth_first_edges(spec: DatasetSpec) -> np.ndarray:
   return np.asarray(orders, np.int32)
 
 
-def walk_tree(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor,
-              midrange: tf.Tensor, edge_orders: np.ndarray, stride: int,
-              canvas_size: int) -> tf.Tensor:
-  """Poses grown from every seed at once: float32 `[C, K, 2]` in input pixels.
+class Walk(NamedTuple):
+  """Poses grown from every seed: positions and whether the heads support each keypoint."""
+
+  poses: tf.Tensor  # float32 [C, K, 2] input pixels
+  found: tf.Tensor  # bool [C, K]
+
+
+def walk(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor, midrange: tf.Tensor,
+         edge_orders: np.ndarray, stride: int, canvas_size: int,
+         max_shift: Optional[float] = None) -> Walk:
+  """Poses grown from every seed at once, with the keypoints the walk could place.
 
   Args:
     seeds: float32 `[C, 2]` refined seed positions (input pixels).
@@ -77,30 +92,54 @@ def walk_tree(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor,
     edge_orders: `breadth_first_edges(spec)`.
     stride: pose-grid stride.
     canvas_size: input size S; positions are clipped to `[0, S - 1]`.
+    max_shift: a keypoint whose KeyCentroid refinements move it more than this (input pixels)
+      from where the mid-range offset put it is not found, nor is anything walked from it (see the
+      module docstring); None: every keypoint is found.
   """
   num_candidates = seeds.shape[0]
   num_types = edge_orders.shape[0]
   limit = float(canvas_size - 1)
   rows = tf.range(num_candidates)
-  poses = tf.tensor_scatter_nd_update(
-      tf.zeros([num_candidates, num_types, 2]), tf.stack([rows, seed_types], axis=-1), seeds)
+  seed_index = tf.stack([rows, seed_types], axis=-1)
+  poses = tf.tensor_scatter_nd_update(tf.zeros([num_candidates, num_types, 2]), seed_index, seeds)
+  found = tf.tensor_scatter_nd_update(tf.zeros([num_candidates, num_types], tf.bool), seed_index,
+                                      tf.ones([num_candidates], tf.bool))
   orders = tf.gather(tf.constant(edge_orders), seed_types)  # [C, K - 1, 3]
   for step in range(num_types - 1):
     source, target, edge = orders[:, step, 0], orders[:, step, 1], orders[:, step, 2]
     current = tf.gather(poses, source, batch_dims=1)
-    point = current + sampling.sample_groups(midrange, current, edge, 2, stride)
+    step_offset = sampling.sample_groups(midrange, current, edge, 2, stride)
+    reached = tf.clip_by_value(current + step_offset, 0.0, limit)
+    point = reached
     for _ in range(REFINE_STEPS):
       point = tf.clip_by_value(point, 0.0, limit)
-      point += sampling.sample_groups(keycentroid, point, target, 2, stride)
+      last_move = sampling.sample_groups(keycentroid, point, target, 2, stride)
+      point += last_move
     point = tf.clip_by_value(point, 0.0, limit)
-    poses = tf.tensor_scatter_nd_update(poses, tf.stack([rows, target], axis=-1), point)
-  return poses
+    supported = tf.gather(found, source, batch_dims=1)
+    if max_shift is not None:
+      shift = tf.reduce_sum(tf.square(point - reached), axis=-1)
+      length = tf.reduce_sum(tf.square(step_offset), axis=-1)
+      residual = tf.reduce_sum(tf.square(last_move), axis=-1)
+      supported &= ((shift <= max_shift * max_shift) & (length >= MIN_STEP * MIN_STEP)
+                    & (residual <= tf.square(RESIDUAL_FRACTION * max_shift)))
+    target_index = tf.stack([rows, target], axis=-1)
+    poses = tf.tensor_scatter_nd_update(poses, target_index, point)
+    found = tf.tensor_scatter_nd_update(found, target_index, supported)
+  return Walk(poses, found)
+
+
+def walk_tree(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor,
+              midrange: tf.Tensor, edge_orders: np.ndarray, stride: int,
+              canvas_size: int) -> tf.Tensor:
+  """The poses of `walk` without the support test: float32 `[C, K, 2]` in input pixels."""
+  return walk(seeds, seed_types, keycentroid, midrange, edge_orders, stride, canvas_size).poses
 
 
 def suppression_overlaps(poses: tf.Tensor, seeds: tf.Tensor, seed_types: tf.Tensor,
-                         radius: float) -> tf.Tensor:
+                         radius: float, found: Optional[tf.Tensor] = None) -> tf.Tensor:
   """float32 `[C, C]`: `[c, s] = 1` when pose s has its keypoint of c's seed type within `radius`
-  of c's seed.
+  of c's seed (and, given `found` bool `[C, K]`, found).
 
   Rows are the candidate, columns the already selected pose: the order in which
   NonMaxSuppressionWithOverlaps reads the matrix (`overlaps(candidate, selected)`).
@@ -108,14 +147,22 @@ def suppression_overlaps(poses: tf.Tensor, seeds: tf.Tensor, seed_types: tf.Tens
   by_type = tf.transpose(poses, [1, 0, 2])  # [K, C_s, 2]
   same_type = tf.gather(by_type, seed_types)  # [C_c, C_s, 2]
   squared = tf.reduce_sum(tf.square(same_type - seeds[:, None, :]), axis=-1)
-  return tf.cast(squared <= radius * radius, tf.float32)
+  close = squared <= radius * radius
+  if found is not None:
+    close &= tf.gather(tf.transpose(found), seed_types)  # [C_c, C_s]
+  return tf.cast(close, tf.float32)
 
 
-def repeated_poses(poses: tf.Tensor, radius: float) -> tf.Tensor:
+def repeated_poses(poses: tf.Tensor, radius: float, found: Optional[tf.Tensor] = None
+                   ) -> tf.Tensor:
   """float32 `[P, P]`, symmetric: 1 where at least `DUPLICATE_FRACTION` of the keypoints of two
-  poses `[P, K, 2]` lie within `radius` of each other's of the same type."""
+  poses `[P, K, 2]` lie within `radius` of each other's of the same type (counting, given `found`
+  bool `[P, K]`, only keypoints found in both)."""
   squared = tf.reduce_sum(tf.square(poses[:, None] - poses[None]), axis=-1)  # [P, P, K]
-  close = tf.reduce_sum(tf.cast(squared <= radius * radius, tf.float32), axis=-1)
+  near = squared <= radius * radius
+  if found is not None:
+    near &= found[:, None] & found[None]
+  close = tf.reduce_sum(tf.cast(near, tf.float32), axis=-1)
   return tf.cast(close >= math.ceil(DUPLICATE_FRACTION * poses.shape[1]), tf.float32)
 
 
@@ -129,12 +176,15 @@ def select_people(overlaps: tf.Tensor, scores: tf.Tensor, max_people: int,
 
 
 def drop_repeats(selected: tf.Tensor, candidate_poses: tf.Tensor, radius: float,
-                 max_people: int) -> tf.Tensor:
+                 max_people: int, found: Optional[tf.Tensor] = None) -> tf.Tensor:
   """The first `max_people` of `selected` (int32 `[P]`, -1 padded, in selection order) that
-  repeat no earlier kept person (`repeated_poses`): int32 `[max_people]`, -1 padded."""
+  repeat no earlier kept person (`repeated_poses`, with the candidates' `found` `[C, K]` when
+  given): int32 `[max_people]`, -1 padded."""
   pool = selected.shape[0]
   valid = selected >= 0
-  repeats = repeated_poses(tf.gather(candidate_poses, tf.maximum(selected, 0)), radius)
+  index = tf.maximum(selected, 0)
+  repeats = repeated_poses(tf.gather(candidate_poses, index), radius,
+                           None if found is None else tf.gather(found, index))
   rank = tf.where(valid, tf.cast(pool - tf.range(pool), tf.float32), -1.0)
   kept = select_people(repeats, rank, max_people, 0.0)
   return tf.where(kept >= 0, tf.gather(selected, tf.maximum(kept, 0)), -1)

@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from kdc_tf.geometry import grid_points
-from kdc_tf.grouping import sampling
+from kdc_tf.grouping import gaussian, sampling
 
 
 def vote_normaliser(disk_radius: float, stride: int) -> float:
   """pi * (R / stride)^2: the grid points of one disk, i.e. the mass of a perfect disk's votes."""
   return math.pi * (disk_radius / stride) ** 2
+
+
+def window_mass(votes: tf.Tensor) -> tf.Tensor:
+  """`[G, G, K]`: the vote mass in the 3 x 3 cells around every grid point.
+
+  Read bilinearly at a keypoint, it is the whole mass of votes splatted within a cell of it: each
+  of the 4 grid points around the keypoint has all 4 of them in its window. So a perfect disk
+  reads its full mass (about 1) wherever its keypoint lies in the cell, where the score map itself
+  reads 0.25 - 1 (module docstring).
+  """
+  return gaussian.smooth(votes, np.ones([3, 1], np.float32))
 
 
 def hough_score_maps(heatmap: tf.Tensor, keycentroid: tf.Tensor, stride: int,
