@@ -471,3 +471,52 @@ def test_person_without_keypoints_becomes_a_mask_only_person(grouper):
       _experiment(), _grouping_config(mask_only_people=False), jit_compile=False), inputs)
   assert without["num_people"] == 1 and not without["masks"][1:].any()
   np.testing.assert_allclose(without["keypoints"][0], result["keypoints"][0], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_overlapping_person_with_hidden_keypoints_is_not_split(eager_grouper, seed):
+  """Two people 17 - 19 px apart, the one behind with 4 hidden (unlabelled) keypoints, as in
+  OCHuman. The walk used to follow the zero mid-range offset of a hidden keypoint onto the other
+  person's disk: the person behind came out split or mixed with the one in front."""
+  rng = np.random.default_rng(seed)
+  scene = scenes.make_scene(COCO, SIZE, [(65.0, 12.0, 130.0), (65.0 + rng.uniform(8, 25), 16.0,
+                                                                125.0)], rng)
+  scene["keypoints"][0, rng.choice(COCO.num_keypoints, 4, replace=False)] = 0.0
+  result = _run(eager_grouper, _targets(scene))
+  assert result["num_people"] == 2
+  error, which = _match(result["keypoints"][:2], scene["keypoints"])
+  assert sorted(which.tolist()) == [0, 1] and np.all(error < 1.0)
+
+
+def test_perfect_keypoint_scores_do_not_depend_on_the_sub_cell_position(eager_grouper):
+  """A perfect keypoint scores about 1 wherever it lies in its grid cell (its vote mass), where
+  the smoothed score map read at the keypoint gave 0.15 - 0.65."""
+  person_scores = []
+  for shift in (0.0, 2.0, 4.0, 5.5):  # input pixels; the pose grid's cell is 8
+    scene = scenes.make_scene(COCO, SIZE, [(72.0 + shift, 12.0 + shift, 130.0)])
+    result = _run(eager_grouper, _targets(scene))
+    assert result["num_people"] == 1
+    keypoint_scores = result["keypoints"][0, :, 2]
+    assert keypoint_scores.min() >= 0.9 and keypoint_scores.max() <= 1.0
+    person_scores.append(result["scores"][0])
+  assert min(person_scores) >= 0.9 and np.ptp(person_scores) < 0.05
+
+
+def test_unclaimed_pixels_of_a_person_are_not_a_mask_only_speck(eager_grouper):
+  """Pixels whose embeddings miss their person's centre by 1.5 sigma_j (phi = 0.32, unclaimed)
+  still point at that person: they join it rather than becoming a mask-only "person"."""
+  scene = scenes.make_scene(COCO, SIZE, [(70.0, 12.0, 130.0)], np.random.default_rng(12))
+  inputs = _targets(scene)
+  member = scene["instance_masks"][0].astype(bool)
+  sigma = 0.5 * np.sqrt(member.sum() * 16.0)  # membership_sigma * sqrt(area), input pixels
+  rows, cols = np.nonzero(member)
+  blob = (rows >= np.percentile(rows, 85)) & (cols <= np.median(cols))  # part of the legs
+  assert blob.sum() * 16.0 >= 2 * mask_only.MIN_AREA
+  offset = inputs["mask_offset"].numpy()
+  offset[rows[blob], cols[blob], 0] += 1.5 * sigma
+  inputs = {**inputs, "mask_offset": tf.constant(offset)}
+  result = _run(eager_grouper, inputs)
+  assert result["num_people"] == 1
+  assert result["keypoints"][0, :, 2].min() > 0
+  truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
+  assert _iou(result["masks"][0], truth[0]) > 0.9

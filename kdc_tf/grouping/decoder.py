@@ -16,9 +16,15 @@ exported SavedModel. It runs in stages:
 Every compiled stage has static shapes that do not depend on input values, so XLA compiles each
 once per input size, not once per image (`tests/test_grouping.py` checks it).
 
-Deviations from DESIGN.md 'Decoding', each justified by a measurement in docs/grouping.md:
-repeated poses suppressed (`poses`), fragments merged (`merging`), mask centroid as the plain mean
-of the confident keypoints (`masks`), mask-only people (`mask_only`).
+Deviations from DESIGN.md 'Decoding', each justified by a measurement in docs/grouping.md or
+docs/occlusion.md: repeated poses suppressed and walks stopped at unsupported keypoints (`poses`),
+keypoint scores as vote mass (`voting`), fragments merged (`merging`), mask centroid as the plain
+mean of the confident keypoints (`masks`), mask-only people (`mask_only`).
+
+Person score: the mean over all K types of the keypoint scores (DESIGN.md 'Decoding' 4), each in
+[0, 1] and about 1 when perfect: the fraction of a whole skeleton's evidence. A perfect person with
+every keypoint labelled scores about 1, one with n labelled keypoints about n / K, a fragment
+less than the whole person it is a piece of.
 """
 
 from __future__ import annotations
@@ -196,7 +202,7 @@ class Grouper(tf.Module):
     all_types = tf.broadcast_to(tf.range(k), walked.shape[:2])
     evidence = sampling.sample_groups(voting.window_mass(votes), walked, all_types, 1,
                                       self._stride)[..., 0]
-    keypoint_scores = tf.where(found, tf.minimum(evidence, 1.0), 0.0)
+    keypoint_scores = tf.where(found, evidence, 0.0)
     overlaps = poses.suppression_overlaps(walked, seeds, candidates.types,
                                           self._config.nms_radius, found)
     seed_scores = tf.where(candidates.valid, candidates.scores, -1.0)
@@ -211,7 +217,10 @@ class Grouper(tf.Module):
     index = tf.maximum(selected, 0)
     valid_weight = tf.cast(valid, tf.float32)
     xy = tf.gather(candidate_poses, index) * valid_weight[:, None, None]
-    point_scores = tf.gather(keypoint_scores, index) * valid_weight[:, None]
+    # Keypoint score: the vote mass near the keypoint relative to a perfect disk's there.
+    perfect = voting.disk_mass(xy, self._disk_radius, self._stride)
+    point_scores = (tf.minimum(tf.gather(keypoint_scores, index) / perfect, 1.0)
+                    * valid_weight[:, None])
     if config.merge_fragments:
       xy, point_scores, valid = merging.merge_fragments(
           xy, point_scores, valid, seg, mask_offset, mask_stride=geometry.MASK_STRIDE,

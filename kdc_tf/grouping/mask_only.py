@@ -15,14 +15,17 @@ embedding space (`e = p + mask_offset(p)`), in fixed-size, vectorised steps:
    window spans `ceil(radius / mask_stride)` cells each side), the best `N` of them;
 3. membership as for keypoint people (`masks.membership_maps` in SM_c mode: one k-means step, then
    sigma_j from the cluster's area and phi_j > membership_threshold);
-4. clusters of at least `MIN_AREA` input pixels^2 become people in the slots after the keypoint
-   people, largest score first, with all keypoint scores 0 (the evaluation gives them segm results
+4. a cluster whose centre lies within `OWNER_SIGMAS` sigma_j of a keypoint person's mean member
+   embedding is that person's (its centre missed them: a fragment's, or an embedding error) and
+   joins its mask instead of becoming a speck of its own (docs/occlusion.md);
+5. the other clusters of at least `MIN_AREA` input pixels^2 and `MIN_AREA_FRACTION` of the input
+   become people in the slots after the keypoint people, largest score first, with all keypoint scores 0 (the evaluation gives them segm results
    only, `kdc_tf.evaluation.results`) and score `SCORE_SCALE * mean seg probability` of their
-   points. Perfect keypoint people score 0.15 - 0.65 (`voting`), so with perfect targets every
-   mask-only person ranks below every keypoint person; with a trained model they are the least
-   reliable detections too.
+   points: below a keypoint person with 2 perfect keypoints (score 2/K, `decoder`); with a trained
+   model they are the least reliable detections too.
 
-The keypoint people's masks are computed first and unchanged, so keypoint AP cannot change.
+The keypoint people's keypoints are unchanged (their masks only gain the clusters of step 4), so
+keypoint AP cannot change.
 Measurements (segm AP with and without, cost): docs/grouping.md.
 """
 
@@ -38,8 +41,13 @@ from kdc_tf.grouping import gaussian, masks, peaks, sampling
 
 # Smoothing of the embedding density, in mask-grid cells.
 DENSITY_SIGMA = 1.0
-# Smallest mask-only person, in input pixels^2 (4 mask-grid points at stride 4).
+# Smallest mask-only person, in input pixels^2: 4 mask-grid points at stride 4, and at least this
+# fraction of the square input's area (80 px^2 at 401, 320 at 801).
 MIN_AREA = 64.0
+MIN_AREA_FRACTION = 5e-4
+# A leftover cluster within this many sigma_j of a keypoint person's mean member embedding is that
+# person's (phi_j = exp(-1.28) = 0.28 there; membership claims phi_j > 0.5, 1.18 sigma_j).
+OWNER_SIGMAS = 1.6
 # Mask-only person score = SCORE_SCALE * mean person probability of its points.
 SCORE_SCALE = 0.1
 
@@ -75,6 +83,24 @@ def cluster_centres(leftover: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride:
   return centres, found.valid
 
 
+def _owning_people(membership: tf.Tensor, valid: tf.Tensor, centres: tf.Tensor,
+                   mask_offset: tf.Tensor, *, mask_stride: int, membership_sigma: float):
+  """Per cluster centre `[C, 2]`, the keypoint person whose mean member embedding is nearest
+  (int32 `[C]`) and whether it lies within `OWNER_SIGMAS` of that person's sigma_j (bool `[C]`)."""
+  num_people, height, width = membership.shape
+  embeddings = tf.reshape(voting.grid_points(height, width, mask_stride) + mask_offset, [-1, 2])
+  members = tf.reshape(membership, [num_people, -1])
+  counts = tf.reduce_sum(members, axis=1)
+  person_centres = tf.linalg.matmul(members, embeddings) / tf.maximum(counts, 1.0)[:, None]
+  sigma_squared = tf.square(membership_sigma) * counts * float(mask_stride * mask_stride)
+  squared = tf.reduce_sum(tf.square(centres[:, None] - person_centres[None]), axis=-1)  # [C, N]
+  squared = tf.where((valid & (counts > 0))[None], squared, 1e30)
+  owner = tf.argmin(squared, axis=1, output_type=tf.int32)
+  reach = tf.square(OWNER_SIGMAS) * tf.gather(sigma_squared, owner)
+  within = tf.gather(squared, owner, batch_dims=1) <= reach
+  return owner, within
+
+
 def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf.Tensor,
                          valid: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Tensor, *,
                          mask_stride: int, seg_threshold: float, membership_threshold: float,
@@ -87,7 +113,7 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
     seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
     radius: the NMS radius (input pixels): the smallest distance between two mask-only centres.
   """
-  num_people = membership.shape[0]
+  num_people, height, _ = membership.shape
   probability = seg[..., 0]
   claimed = tf.reduce_sum(membership, axis=0) > 0.0
   leftover = (probability > seg_threshold) & ~claimed
@@ -99,8 +125,17 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
       mask_stride=mask_stride, seg_threshold=seg_threshold,
       membership_threshold=membership_threshold, membership_sigma=membership_sigma,
       static_centroids=True)
+  # A cluster whose embeddings point at a keypoint person's is that person's: pixels its
+  # (fragment- or error-shifted) centre missed, not a person of their own.
+  owner, owned = _owning_people(membership, valid, centres, mask_offset, mask_stride=mask_stride,
+                                membership_sigma=membership_sigma)
+  owned &= has_centre
+  joined = tf.linalg.matmul(tf.one_hot(owner, num_people) * tf.cast(owned, tf.float32)[:, None],
+                            tf.reshape(extra, [num_people, -1]), transpose_a=True)
+  membership = tf.minimum(membership + tf.reshape(joined, membership.shape), 1.0)
   points = tf.reduce_sum(extra, axis=[1, 2])
-  extra_valid = points * float(mask_stride * mask_stride) >= MIN_AREA
+  min_area = max(MIN_AREA, MIN_AREA_FRACTION * float(((height - 1) * mask_stride + 1) ** 2))
+  extra_valid = (points * float(mask_stride * mask_stride) >= min_area) & ~owned
   mean_probability = (tf.reduce_sum(extra * probability[None], axis=[1, 2])
                       / tf.maximum(points, 1.0))
   extra_scores = tf.where(extra_valid, SCORE_SCALE * mean_probability, -1.0)

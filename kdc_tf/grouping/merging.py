@@ -10,8 +10,12 @@ person mask and that no earlier (higher-seeded) person shares (a broken walk oft
 people's keypoints). A person merges into the earliest one whose identity is within the NMS
 radius of its own, unless the two disagree: a keypoint type confident in both at places more than
 the NMS radius apart means two people (unless one of the two keypoints is shared with a third
-person). The merged person keeps, per type, the keypoint of highest score among its pieces,
-preferring confident ones that no other person shares. Measurements: docs/grouping.md.
+person). The identity is the embedding that most of the person's confident keypoints agree with
+(score-weighted), averaged over those that agree, each read at the nearest mask-grid point: an
+occluded keypoint lies on the occluder's mask and points to the occluder's centre, and a bilinear
+read mixes a thin limb's offsets with the background's (docs/occlusion.md). The merged person
+keeps, per type, the keypoint of highest score among its pieces, preferring confident ones that no
+other person shares. Measurements: docs/grouping.md.
 """
 
 from __future__ import annotations

@@ -8,6 +8,16 @@ NMS radius of the same keypoint type of an already selected person is skipped) t
 non-maximum suppression over a custom `[C, C]` overlap matrix, one C++ op
 (`tf.image.non_max_suppression_overlaps`).
 
+Deviation from DESIGN.md (docs/occlusion.md has the measurements): the walk places only the
+keypoints the heads support (`walk`). A keypoint is not found, and nothing is walked from it, when
+the mid-range step to it is shorter than `MIN_STEP` (the encoder's target where the destination is
+unlabelled, e.g. hidden behind someone: a trained head is unconstrained there), when the
+KeyCentroid refinements move it further than `max_shift` from where the step put it (it jumped to
+another person's disk), or when the last refinement still moves it more than `RESIDUAL_FRACTION`
+of that (two people's disks of that type mix there, so the mid-range offsets read there may be the
+other person's). Unfound keypoints score 0, suppress no candidate and count in no repeat test; the
+pieces this leaves are rejoined by `merging`.
+
 Deviation from DESIGN.md: a selected person whose whole pose repeats an earlier one (at least
 `DUPLICATE_FRACTION` of its keypoints within the NMS radius of that person's keypoints of the same
 type) is dropped. With the seed rule alone, a spurious local maximum of a score map (a half-trained

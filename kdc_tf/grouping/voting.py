@@ -4,8 +4,12 @@ Every pose-grid point p votes its heatmap probability h_k(p) at p + KeyCentroid_
 the 4 bilinear corners of that point on the same grid. Normalisation: the votes are divided by
 pi * (R / stride)^2, the number of grid points a disk of radius R holds on average, so that a
 perfect disk (probability 1 everywhere inside, offsets exact) puts a total mass of about 1 at its
-keypoint (the resulting score ranges: docs/grouping.md). Votes landing more than half a cell
-outside the grid are dropped, not piled on the border.
+keypoint. The PGO-smoothed score maps only find candidates: read at a perfect keypoint they give
+0.15 - 0.65 depending on where it lies in its cell (docs/grouping.md). A keypoint's score is the
+vote mass within a cell of it (`window_mass`) relative to a perfect disk's at that position
+(`disk_mass`), clipped to 1: about 1 for a perfect keypoint wherever it lies (deviation from
+DESIGN.md 'Decoding' 3, docs/occlusion.md). Votes landing more than half a cell outside the grid
+are dropped, not piled on the border.
 """
 
 from __future__ import annotations
@@ -33,6 +37,20 @@ def window_mass(votes: tf.Tensor) -> tf.Tensor:
   reads 0.25 - 1 (module docstring).
   """
   return gaussian.smooth(votes, np.ones([3, 1], np.float32))
+
+
+def disk_mass(points: tf.Tensor, disk_radius: float, stride: int) -> tf.Tensor:
+  """float32 `[...]`: the vote mass of a perfect disk around each point `[..., 2]` (input pixels),
+  i.e. its grid points within R (on an unbounded grid) / `vote_normaliser`: 0.9 - 1.05 for R = 32,
+  stride 8, depending on where the point lies in its cell."""
+  reach = math.ceil(disk_radius / stride) + 1
+  steps = tf.range(-reach, reach + 1, dtype=tf.float32)
+  dy, dx = tf.meshgrid(steps, steps, indexing="ij")
+  cell = tf.floor(points / float(stride))
+  near_x = (cell[..., 0:1] + tf.reshape(dx, [-1])) * float(stride) - points[..., 0:1]
+  near_y = (cell[..., 1:2] + tf.reshape(dy, [-1])) * float(stride) - points[..., 1:2]
+  inside = tf.cast(near_x * near_x + near_y * near_y <= disk_radius * disk_radius, tf.float32)
+  return tf.reduce_sum(inside, axis=-1) / vote_normaliser(disk_radius, stride)
 
 
 def hough_score_maps(heatmap: tf.Tensor, keycentroid: tf.Tensor, stride: int,
