@@ -88,7 +88,7 @@ def _owning_people(membership: tf.Tensor, valid: tf.Tensor, centres: tf.Tensor,
   """Per cluster centre `[C, 2]`, the keypoint person whose mean member embedding is nearest
   (int32 `[C]`) and whether it lies within `OWNER_SIGMAS` of that person's sigma_j (bool `[C]`)."""
   num_people, height, width = membership.shape
-  embeddings = tf.reshape(voting.grid_points(height, width, mask_stride) + mask_offset, [-1, 2])
+  embeddings = tf.reshape(geometry.grid_points(height, width, mask_stride) + mask_offset, [-1, 2])
   members = tf.reshape(membership, [num_people, -1])
   counts = tf.reduce_sum(members, axis=1)
   person_centres = tf.linalg.matmul(members, embeddings) / tf.maximum(counts, 1.0)[:, None]
