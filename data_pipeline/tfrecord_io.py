@@ -171,37 +171,29 @@ def shard_paths(output_prefix: str, num_shards: int) -> List[str]:
   return [f"{output_prefix}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
 
 
-class ShardedWriter:
-  """Writes serialized examples round-robin into shards; files appear complete or not at all.
+class AtomicRecordWriter:
+  """One TFRecord file written under a temporary name and renamed when the block ends cleanly."""
 
-  Each shard is written under a temporary name and renamed on a clean exit, so an interrupted run
-  never leaves files that `list_tfrecord_files` would pick up.
-  """
+  def __init__(self, path: str):
+    self.path = path
+    self._writer: Optional[tf.io.TFRecordWriter] = None
 
-  def __init__(self, output_prefix: str, num_shards: int):
-    self.paths = shard_paths(output_prefix, num_shards)
-    self._writers: List[tf.io.TFRecordWriter] = []
-    self._count = 0
-
-  def __enter__(self) -> "ShardedWriter":
-    directory = os.path.dirname(self.paths[0])
+  def __enter__(self) -> "AtomicRecordWriter":
+    directory = os.path.dirname(self.path)
     if directory:
       tf.io.gfile.makedirs(directory)
-    self._writers = [tf.io.TFRecordWriter(p + ".tmp") for p in self.paths]
+    self._writer = tf.io.TFRecordWriter(self.path + ".tmp")
     return self
 
   def write(self, serialized: bytes) -> None:
-    self._writers[self._count % len(self._writers)].write(serialized)
-    self._count += 1
+    self._writer.write(serialized)
 
   def __exit__(self, exc_type, exc, tb) -> None:
-    for writer in self._writers:
-      writer.close()
-    for path in self.paths:
-      if exc_type is None:
-        tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-      else:
-        tf.io.gfile.remove(path + ".tmp")
+    self._writer.close()
+    if exc_type is None:
+      tf.io.gfile.rename(self.path + ".tmp", self.path, overwrite=True)
+    else:
+      tf.io.gfile.remove(self.path + ".tmp")
 
 
 def list_tfrecord_files(pattern: Union[str, Sequence[str]]) -> List[str]:

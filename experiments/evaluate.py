@@ -9,6 +9,9 @@ the annotation file:
   python -m experiments.evaluate --checkpoint=/tmp/kdc_run --annotations=... --images=val2017/ \
       --dataset=coco --input_size=401 --output=results.json
 
+Without --input_size a model is evaluated at its own size (its training input size, or the
+export's), as in export and predict.
+
 Prints the AP/AR tables and ends with `keypoints_AP=<x> segm_AP=<y>` (segm left out when the
 dataset or the results have no masks). CrowdPose adds AP per crowd-index band; its protocol and
 OCHuman's `area` convention are described in `kdc_tf.evaluation`.
@@ -35,7 +38,8 @@ def define_flags() -> None:
   flags.DEFINE_string("annotations", None, "COCO-format ground-truth JSON.")
   common_flags.define_dataset_flag()
   flags.DEFINE_string("images", None, "Directory of the annotation file's images (mode B).")
-  common_flags.define_geometry_flags()  # --input_size: the test scale (mode B)
+  # --input_size: the test scale (mode B); unset, the model's own size.
+  common_flags.define_geometry_flags(input_size=None)
   flags.DEFINE_integer("max_images", None, "Evaluate only the first N images (mode B).")
   flags.DEFINE_string("output", None, "Where to write the results JSON (required in mode B).")
   flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image (mode B); "

@@ -26,18 +26,20 @@ from kdc_tf.inference import Predictor
 PredictFn = Callable[[tf.Tensor], Dict[str, np.ndarray]]
 
 
-def checkpoint_predict_fn(checkpoint: str, dataset: str, test_scale: int) -> PredictFn:
+def checkpoint_predict_fn(checkpoint: str, dataset: str,
+                          test_scale: Optional[int] = None) -> PredictFn:
   """Predictor (resize, model, grouping in one graph) of a training model_dir."""
   predictor = Predictor.from_model_dir(checkpoint, input_size=test_scale)
   check_keypoint_layout(predictor.spec.num_keypoints, dataset, checkpoint)
   return lambda image: {k: v.numpy() for k, v in predictor(image).items()}
 
 
-def saved_model_predict_fn(export_dir: str, dataset: str, test_scale: int) -> PredictFn:
+def saved_model_predict_fn(export_dir: str, dataset: str,
+                           test_scale: Optional[int] = None) -> PredictFn:
   """The exported serving signature (uint8 image in, the grouping outputs out)."""
   metadata = export.load_metadata(export_dir)
   check_keypoint_layout(len(metadata["keypoint_names"]), dataset, export_dir)
-  if metadata["input_size"] != test_scale:
+  if test_scale is not None and metadata["input_size"] != test_scale:
     logging.warning("%s was exported at test scale %d; --input_size=%d does not apply to it.",
                     export_dir, metadata["input_size"], test_scale)
   serve = tf.saved_model.load(export_dir).signatures[export.SERVING_SIGNATURE]

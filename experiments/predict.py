@@ -7,8 +7,9 @@ Writes `output_dir/results.json` (COCO results: keypoints, score, RLE segmentati
 `output_dir/image_ids.json` (input file or frame -> image_id) and overlays: one PNG per image in
 `output_dir/overlays/`, or `output_dir/<video name>_overlay.mp4` for a video. Image ids are the
 file names' numbers when every name is a number (COCO's 000000000785.jpg -> 785), else 1, 2, ...
-in sorted order; a video's frames are numbered from 0. The JSON files are written atomically, and a
-second run into the same --output_dir while one is running is refused.
+in sorted order, or, with --annotations, the annotation file's ids for the file names (so that
+results.json can be evaluated against it); a video's frames are numbered from 0. The JSON files
+are written atomically, and a second run into the same --output_dir while one runs is refused.
 
 Grayscale, RGBA and 16-bit images are converted to 8-bit RGB; files that are not images, or do
 not decode, are skipped with the reason logged and counted (`kdc_tf.prediction`). The model is an
@@ -48,6 +49,10 @@ def define_flags() -> None:
   flags.DEFINE_string("output_dir", None, "Where results.json and the overlays go.")
   flags.DEFINE_float("keypoint_threshold", 0.1, "Overlays leave out keypoints scoring below this.")
   flags.DEFINE_integer("max_frames", 0, "Stop a video after this many frames (0: all).")
+  flags.DEFINE_string("annotations", None, "A COCO-format annotation file listing the photos: "
+                      "their image ids are taken from it (by file name), so that results.json "
+                      "can be evaluated against it. Default: ids from numeric file names, else "
+                      "1..n.")
   flags.mark_flags_as_required(["input", "output_dir"])
 
 
@@ -56,7 +61,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   predict, spec = _predict_fn_from_flags()
   summary = prediction.run(predict, spec, FLAGS.input, FLAGS.output_dir,
-                           FLAGS.keypoint_threshold, FLAGS.max_frames)
+                           FLAGS.keypoint_threshold, FLAGS.max_frames, FLAGS.annotations)
   logging.info("Done: %s. Outputs in %s", summary.describe(), FLAGS.output_dir)
   for reason, paths in sorted(summary.skipped.items()):
     logging.info("Skipped (%s): %s", reason, ", ".join(paths))

@@ -34,6 +34,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from kdc_tf.datasets import get_dataset_spec
+from kdc_tf.io_utils import load_json
 
 PERSON_CATEGORY_ID = 1
 
@@ -168,6 +169,27 @@ def clean_coco_dataset(data: Any, dataset: str, source: str, skips: SkipCounter,
   category = {"id": PERSON_CATEGORY_ID, "name": "person", "supercategory": "person",
               "keypoints": list(spec.keypoint_names)}
   return {"images": list(images.values()), "annotations": annotations, "categories": [category]}
+
+
+def image_ids_by_file_name(annotations_path: str) -> Dict[str, int]:
+  """`{file name: image id}` of an annotation file's images (base names), so that predictions on
+  its photos carry its ids; a base name listed twice with different ids is an error."""
+  data = load_json(annotations_path)
+  if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+    raise ValueError(f"{annotations_path}: not a COCO-format file (no 'images' list)")
+  skips = SkipCounter()
+  ids: Dict[str, int] = {}
+  for entry in data["images"]:
+    image = _clean_image_entry(entry, skips)
+    if image is None:
+      continue
+    name = os.path.basename(image["file_name"])
+    if ids.setdefault(name, image["id"]) != image["id"]:
+      raise ValueError(f"{annotations_path}: file name {name} has ids {ids[name]} and "
+                       f"{image['id']}")
+  if skips.total():
+    skips.log(annotations_path)
+  return ids
 
 
 def _as_int(value: Any) -> int:

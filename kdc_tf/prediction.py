@@ -4,7 +4,8 @@ Writes `output_dir/results.json` (COCO results: keypoints, score, RLE segmentati
 `output_dir/image_ids.json` (input file or frame -> image_id) and overlays: one PNG per image in
 `output_dir/overlays/`, or `output_dir/<video name>_overlay.mp4` for a video. Image ids are the
 file names' numbers when every name is a number (COCO's 000000000785.jpg -> 785), else 1, 2, ...
-in sorted order; a video's frames are numbered from 0. The JSON files are written atomically, and
+in sorted order (or an annotation file's ids, by file name, with `annotations`); a video's frames
+are numbered from 0. The JSON files are written atomically, and
 a second run into the same output_dir while one is running is refused. Files that are not images,
 or do not decode (`kdc_tf.media`), are skipped with the reason logged and counted.
 """
@@ -16,7 +17,7 @@ import dataclasses
 import itertools
 import pathlib
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -24,6 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from kdc_tf import media
+from kdc_tf.coco_format import image_ids_by_file_name
 from kdc_tf.datasets import DatasetSpec, get_dataset_spec
 from kdc_tf.evaluation.results import grouping_to_results, write_results
 from kdc_tf.export import METADATA_FILE, SERVING_SIGNATURE, load_metadata
@@ -95,20 +97,36 @@ def saved_model_predict_fn(export_dir: str) -> Tuple[PredictFn, DatasetSpec]:
 
 
 def predict_images(predict: PredictFn, spec: DatasetSpec, paths: Sequence[pathlib.Path],
-                   output_dir: pathlib.Path, keypoint_threshold: float = 0.1) -> Summary:
-  """Predicts each image file, writing results.json, image_ids.json and one overlay PNG each."""
+                   output_dir: pathlib.Path, keypoint_threshold: float = 0.1,
+                   ids_by_name: Optional[Dict[str, int]] = None) -> Summary:
+  """Predicts each image file, writing results.json, image_ids.json and one overlay PNG each.
+
+  `ids_by_name` (`coco_format.image_ids_by_file_name`) gives the image ids of an annotation
+  file, so that results.json can be evaluated against it; a photo it does not list is skipped.
+  """
   summary = Summary()
   candidates = []
   for path in paths:
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-      candidates.append(path)
-    else:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
       summary.skip(path, f"not an image: extension {path.suffix or '(none)'!r}")
+    elif ids_by_name is not None and path.name not in ids_by_name:
+      summary.skip(path, "not in --annotations: no image id")
+    else:
+      candidates.append(path)
+  if ids_by_name is not None:
+    image_ids = [ids_by_name[p.name] for p in candidates]
+    logging.info("Image ids: from the --annotations file's entries for these file names")
+  else:
+    image_ids = image_ids_for(candidates)
+    numeric = bool(candidates) and all(p.stem.isdigit() and int(p.stem) == i
+                                       for p, i in zip(candidates, image_ids))
+    logging.info("Image ids: %s (give --annotations to use an annotation file's ids)",
+                 "the file names' numbers" if numeric else "1..n in sorted file order")
   overlay_dir = output_dir / "overlays"
   overlay_dir.mkdir(parents=True, exist_ok=True)
   results, id_map = [], {}
   overlay_names = overlay_file_names(candidates)
-  for index, (path, image_id) in enumerate(zip(candidates, image_ids_for(candidates))):
+  for index, (path, image_id) in enumerate(zip(candidates, image_ids)):
     try:
       image = read_image(path)
     except UnreadableImageError as e:
@@ -164,27 +182,33 @@ def predict_video(predict: PredictFn, spec: DatasetSpec, path: pathlib.Path,
         writer.release()
   if summary.processed == 0:
     raise UnreadableImageError(f"{path}: no frame could be decoded")
-  logging.info("Wrote %s", video_path)
+  logging.info("%s: %d frames, %.1f frames/s. Wrote %s", path.name, summary.processed,
+               summary.processed / (time.perf_counter() - start), video_path)
   _write_outputs(output_dir, results, id_map)
   return summary
 
 
 def run(predict: PredictFn, spec: DatasetSpec, input_path: str, output_dir: str,
-        keypoint_threshold: float = 0.1, max_frames: int = 0) -> Summary:
+        keypoint_threshold: float = 0.1, max_frames: int = 0,
+        annotations: Optional[str] = None) -> Summary:
   """Dispatches an image file, a folder or a video to the functions above; a second run into
-  the same `output_dir` at the same time is refused (`io_utils.OutputDirBusyError`)."""
+  the same `output_dir` at the same time is refused (`io_utils.OutputDirBusyError`).
+  `annotations`: take the photos' image ids from this COCO-format file (by file name)."""
+  ids_by_name = image_ids_by_file_name(annotations) if annotations else None
   with exclusive_output_dir(output_dir):
-    return _run(predict, spec, input_path, output_dir, keypoint_threshold, max_frames)
+    return _run(predict, spec, input_path, output_dir, keypoint_threshold, max_frames,
+                ids_by_name)
 
 
 def _run(predict: PredictFn, spec: DatasetSpec, input_path: str, output_dir: str,
-         keypoint_threshold: float, max_frames: int) -> Summary:
+         keypoint_threshold: float, max_frames: int,
+         ids_by_name: Optional[Dict[str, int]]) -> Summary:
   source, output = pathlib.Path(input_path), pathlib.Path(output_dir)
   if source.is_dir():
     paths = sorted(p for p in source.iterdir() if p.is_file())
     if not paths:
       raise FileNotFoundError(f"{source} holds no file")
-    return predict_images(predict, spec, paths, output, keypoint_threshold)
+    return predict_images(predict, spec, paths, output, keypoint_threshold, ids_by_name)
   if not source.is_file():
     raise FileNotFoundError(f"{source}: no such file or folder")
   if source.suffix.lower() in VIDEO_EXTENSIONS:
@@ -192,7 +216,7 @@ def _run(predict: PredictFn, spec: DatasetSpec, input_path: str, output_dir: str
   if source.suffix.lower() not in IMAGE_EXTENSIONS:
     raise ValueError(f"{source}: not an image ({sorted(IMAGE_EXTENSIONS)}) or a video "
                      f"({sorted(VIDEO_EXTENSIONS)})")
-  summary = predict_images(predict, spec, [source], output, keypoint_threshold)
+  summary = predict_images(predict, spec, [source], output, keypoint_threshold, ids_by_name)
   if summary.num_skipped:
     raise UnreadableImageError(f"{source}: {summary.reasons[str(source)]}")
   return summary

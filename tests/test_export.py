@@ -1,5 +1,7 @@
 """The SavedModel export: signature, equality with the in-process graph, bad inputs at serving."""
 
+import pathlib
+
 import cv2
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ from kdc_tf.inference import Predictor
 from tests.serving_fixtures import INPUT_SIZE, MAX_PEOPLE, tiny_export  # noqa: F401 (fixture)
 
 K = COCO.num_keypoints
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _test_image(height: int = 161, width: int = 241) -> np.ndarray:
@@ -203,3 +208,26 @@ def test_empty_image_is_refused_clearly(serve, shape):
 def test_predictor_refuses_a_model_built_for_another_size(tiny_export):  # noqa: F811 (fixture)
   with pytest.raises(ValueError, match="input_size"):
     Predictor(tiny_export.model, tiny_export.experiment.with_input_size(161), GroupingConfig())
+
+
+def test_export_is_atomic_and_quiet(tiny_export, tmp_path):  # noqa: F811 (fixture)
+  """No staging folder left behind, an existing export is refused, and no log line of thousands
+  of characters listing TF's internal input names (unknown_0 ... unknown_130)."""
+  import os
+  import subprocess
+  import sys
+
+  def export(version):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.export", f"--model_dir={tiny_export.model_dir}",
+         f"--export_dir={tmp_path / version}", "--max_people=2"], cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT)))
+
+  result = export("1")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert os.listdir(tmp_path) == ["1"]
+  assert "unknown_0" not in result.stderr and "INFO:tensorflow" not in result.stderr
+  assert max(len(line) for line in result.stderr.splitlines()) < 1000
+  again = export("1")
+  assert again.returncode != 0 and "already holds a SavedModel" in again.stderr

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -64,3 +66,28 @@ def test_a_truncated_config_is_an_error_naming_it(tmp_path):
     f.truncate(100)
   with pytest.raises(ValueError, match=r"experiment_config\.json: not valid JSON"):
     load_config(str(tmp_path))
+
+
+def test_predict_takes_image_ids_from_an_annotation_file(tmp_path):
+  images = tmp_path / "in"
+  images.mkdir()
+  for name in ("street.png", "extra.png"):
+    cv2.imwrite(str(images / name), np.zeros((20, 30, 3), np.uint8))
+  annotations = tmp_path / "gt.json"
+  annotations.write_text(json.dumps({"images": [
+      {"id": 42, "file_name": "val/street.png", "height": 20, "width": 30}], "annotations": []}))
+  summary = prediction.run(_no_people, COCO, str(images), str(tmp_path / "out"),
+                        annotations=str(annotations))
+  assert summary.processed == 1 and summary.skipped == {"not in --annotations": [
+      str(images / "extra.png")]}
+  assert json.loads((tmp_path / "out" / "image_ids.json").read_text()) == {"street.png": 42}
+
+
+def test_evaluate_test_scale_defaults_to_the_models_own_size():
+  """No hidden 401: without --test_scale a model is evaluated at its own size."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--helpfull"], cwd=repo,
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  block = result.stdout.split("  --input_size:")[1].split("(an integer)")[0]
+  assert "(default:" not in block  # before: (default: '401')

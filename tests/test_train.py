@@ -217,3 +217,14 @@ def test_absurd_learning_rate_on_resume_applies_and_never_saves_diverged_weights
   images, _ = next(iter(resumed_run["dataset"]))
   for value in model(images, training=False).values():
     assert np.all(np.isfinite(value.numpy()))
+
+
+def test_a_non_chief_worker_removes_its_scratch_checkpoints(resumed_run, monkeypatch):
+  from kdc_tf.training import trainer as trainer_module
+  monkeypatch.setattr(trainer_module, "is_chief", lambda strategy: False)
+  worker = Trainer(resumed_run["config"], resumed_run["model_dir"],
+                   create_strategy("one_device"))
+  scratch = worker.manager.directory
+  assert os.path.isdir(scratch) and scratch != resumed_run["model_dir"]
+  worker.run(resumed_run["dataset"])
+  assert not os.path.exists(scratch)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as logging_lib
 import os
 import shutil
 import tempfile
@@ -62,13 +63,27 @@ def export_saved_model(predictor: Predictor, export_dir: str) -> str:
   archive.add_endpoint(SERVING_SIGNATURE, predictor.__call__, input_signature=[IMAGE_SIGNATURE])
   archive.add_endpoint(ENCODED_SIGNATURE, predict_encoded,
                        input_signature=[ENCODED_IMAGE_SIGNATURE])
-  if "://" in export_dir:  # Remote file systems cannot rename a folder atomically.
-    archive.write_out(export_dir, verbose=False)
-    _write_metadata(predictor, export_dir)
-  else:
-    _write_atomically(archive, predictor, export_dir)
+  notice_filter = _DropInputRenamingNotice()
+  tf_saved_model_logger = logging.get_absl_logger()  # tf.saved_model logs through absl
+  tf_saved_model_logger.addFilter(notice_filter)
+  try:
+    if "://" in export_dir:  # Remote file systems cannot rename a folder atomically.
+      archive.write_out(export_dir, verbose=False)
+      _write_metadata(predictor, export_dir)
+    else:
+      _write_atomically(archive, predictor, export_dir)
+  finally:
+    tf_saved_model_logger.removeFilter(notice_filter)
   logging.info("Exported SavedModel to %s", export_dir)
   return export_dir
+
+
+class _DropInputRenamingNotice(logging_lib.Filter):
+  """TF logs, per signature, every captured variable's internal input name (unknown_0 ...
+  unknown_130) in one line of thousands of characters; it says nothing the user can act on."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    return "with unsupported characters which will be renamed" not in record.getMessage()
 
 
 def _write_atomically(archive: keras.export.ExportArchive, predictor: Predictor,

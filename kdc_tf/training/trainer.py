@@ -148,7 +148,10 @@ class Trainer:
     finally:
       keras.config.set_dtype_policy(previous_policy)
     self.checkpoint = make_checkpoint(self.model, self.optimizer, self.step)
-    directory = self.model_dir if self.is_chief else tempfile.mkdtemp(prefix="kdc_worker_ckpt_")
+    # Non-chief workers must take part in every save but their copy is not kept: a scratch folder,
+    # removed when `run` ends.
+    self._scratch_dir = None if self.is_chief else tempfile.mkdtemp(prefix="kdc_worker_ckpt_")
+    directory = self._scratch_dir or self.model_dir
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, directory, max_to_keep=train.max_checkpoints)
 
@@ -238,6 +241,13 @@ class Trainer:
 
   def run(self, dataset: tf.data.Dataset) -> Dict[str, float]:
     """Trains up to `total_steps`; returns the last step's losses (and 'step')."""
+    try:
+      return self._run(dataset)
+    finally:
+      if self._scratch_dir is not None:
+        shutil.rmtree(self._scratch_dir, ignore_errors=True)
+
+  def _run(self, dataset: tf.data.Dataset) -> Dict[str, float]:
     train = self.config.train
     distributed = self.strategy.experimental_distribute_dataset(dataset.repeat())
     train_step = tf.function(self._train_step_fn(), input_signature=[distributed.element_spec])
@@ -254,6 +264,9 @@ class Trainer:
     logging.info("Training from step %d to %d on %d replica(s), global batch %d, model_dir %s",
                  step, train.total_steps, self.strategy.num_replicas_in_sync, train.batch_size,
                  self.model_dir)
+    logging.info("Building the input pipeline and compiling the training step (the first step "
+                 "takes a while); then a progress line every %d steps", train.log_every)
+    first_step_start = time.perf_counter()
     progress, interval = _Meter(), _Meter()
     iterator = iter(distributed)
     losses: Dict[str, float] = {}
@@ -262,6 +275,11 @@ class Trainer:
         batch = next(iterator)
         losses = {k: float(v) for k, v in train_step(batch).items()}
         step += 1
+        if first_step_start is not None:
+          logging.info("First step done in %.1f s (input pipeline start-up and compilation)",
+                       time.perf_counter() - first_step_start)
+          first_step_start = None
+          progress, interval = _Meter(), _Meter()  # Speeds exclude the compilation.
         if not np.isfinite(losses["total"]):
           raise NonFiniteLossError(
               f"loss became {losses['total']} at step {step} ({losses}); training stopped, "
