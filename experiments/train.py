@@ -97,7 +97,7 @@ def main(argv: List[str]) -> None:
   trainer = Trainer(config, FLAGS.model_dir, strategy)
   dataset = build_dataset(config.train.train_pattern, config.geometry, config.encoder,
                           config.augment, config.train.batch_size, training=True,
-                          seed=config.train.seed, deterministic=config.train.seed is not None,
+                          seed=trainer.input_seed(), deterministic=config.train.seed is not None,
                           skip_corrupt_records=FLAGS.skip_corrupt_records)
   try:
     losses = trainer.run(dataset)

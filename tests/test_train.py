@@ -228,3 +228,11 @@ def test_a_non_chief_worker_removes_its_scratch_checkpoints(resumed_run, monkeyp
   assert os.path.isdir(scratch) and scratch != resumed_run["model_dir"]
   worker.run(resumed_run["dataset"])
   assert not os.path.exists(scratch)
+
+
+def test_a_resumed_run_does_not_replay_the_first_batches(resumed_run):
+  """The input seed moves with the resumed step (same seed at step 0 replayed batches 1, 2, ...)."""
+  resumed = Trainer(resumed_run["config"], resumed_run["model_dir"],
+                    create_strategy("one_device"))
+  assert int(resumed.step.numpy()) > 0
+  assert resumed.input_seed() == resumed_run["config"].train.seed + int(resumed.step.numpy())

@@ -168,6 +168,17 @@ class Trainer:
     logging.info("Restored %s: resuming at step %d", latest, int(self.step.numpy()))
     self._apply_learning_rate()
 
+  def input_seed(self) -> Optional[int]:
+    """The input pipeline's seed: the configured one, plus the resumed step after a resume.
+
+    A resumed run with the same seed replayed the batches of the first steps. The exact
+    continuation would need the tf.data iterator in the checkpoint, which TF 2.21 cannot save for
+    a distributed dataset (its DistributedIterator is not trackable); a seed offset by the step
+    gives a fresh, reproducible order instead.
+    """
+    seed = self.config.train.seed
+    return None if seed is None else seed + int(self.step.numpy())
+
   def _apply_learning_rate(self) -> None:
     """The configured learning rate wins over the one restored with the optimizer's state."""
     configured = self.config.train.learning_rate
