@@ -17,8 +17,9 @@ policy for bad input; the evaluator reads ground truth through it too), and then
     are absent;
   - an image whose file is missing is skipped; `load_image_bytes` (used by the TFRecord writer, or
     `verify_images=True` here) also skips images TF cannot decode or whose size is not the JSON's;
-  - images with no (non-crowd) person are kept as negatives by default, for their background signal
-    (`keep_images_without_people=False` skips and counts them).
+  - images with no (non-crowd) person are kept by this reader by default (evaluation reads every
+    image); `keep_images_without_people=False` keeps the paper's COCOPersons training set
+    (`select_images_with_people`: skipped images are counted). The TFRecord writer's default.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -167,11 +168,11 @@ def read_annotations(annotations_path: str, images_dir: str, dataset: str = "coc
         crowd_index=None if crowd_index is None else float(crowd_index))
   for ann in data["annotations"]:
     _add_annotation(records[ann["image_id"]], ann)
+  kept = list(records.values())
+  if not keep_images_without_people:
+    kept = select_images_with_people(kept, skips)
   images = []
-  for record in records.values():
-    if not record.people and not keep_images_without_people:
-      skips.add(SkipReason.NO_PEOPLE, f"image {record.image_id}")
-      continue
+  for record in kept:
     if verify_images:
       try:
         load_image_bytes(record)
@@ -184,6 +185,21 @@ def read_annotations(annotations_path: str, images_dir: str, dataset: str = "coc
                dataset)
   skips.log(annotations_path)
   return result
+
+
+def select_images_with_people(records: Sequence[ImageRecord],
+                              skips: SkipCounter) -> List[ImageRecord]:
+  """The images with at least one non-crowd person: the paper's COCOPersons training set.
+
+  About 46 % of COCO train2017's images have no person; the others' skips are counted.
+  """
+  kept = []
+  for record in records:
+    if record.people:
+      kept.append(record)
+    else:
+      skips.add(SkipReason.NO_PEOPLE, f"image {record.image_id}")
+  return kept
 
 
 def read_coco(annotations_path: str, images_dir: str, **kwargs) -> AnnotationSet:

@@ -30,8 +30,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_shards", 16, "Number of TFRecord shards.", lower_bound=1)
   flags.DEFINE_enum("dataset", "coco", dataset_names(),
                     "Dataset layout (keypoint count, segmentation).")
-  flags.DEFINE_bool("keep_images_without_people", True,
-                    "Keep images with no non-crowd person as negatives.")
+  flags.DEFINE_bool("keep_images_without_people", False,
+                    "Also write images with no non-crowd person, as negatives. Default: only "
+                    "images with a person (COCOPersons, the paper's training set).")
   flags.DEFINE_integer("log_every", 1000, "Log progress every this many images.", lower_bound=1)
   flags.DEFINE_integer("num_workers", 1, "Processes writing shards in parallel.", lower_bound=1)
   flags.DEFINE_bool("resume", False, "Keep the shards that exist (complete: shards are renamed "

@@ -143,7 +143,7 @@ def _shards_to_write(paths: List[str], output_prefix: str, existing: str) -> Lis
 
 
 def write_tfrecords(annotations_path: str, images_dir: str, output_prefix: str, num_shards: int,
-                    dataset: str, *, keep_images_without_people: bool = True,
+                    dataset: str, *, keep_images_without_people: bool = False,
                     log_every: int = 1000, num_workers: int = 1,
                     existing: str = "refuse") -> WriteSummary:
   """Reads the annotations, checks every image decodes, writes `num_shards` TFRecord shards.
@@ -151,7 +151,9 @@ def write_tfrecords(annotations_path: str, images_dir: str, output_prefix: str, 
   Image i goes to shard i % num_shards. Shards are written by `num_workers` processes (one shard
   at a time each), each shard under a temporary name renamed when complete, so an interrupted run
   leaves only whole shards: `existing='resume'` then writes the missing ones, 'overwrite' all;
-  'refuse' (default) stops if any shard exists.
+  'refuse' (default) stops if any shard exists. By default only images with at least one person
+  are written (COCOPersons, the paper's training set); `keep_images_without_people` also writes
+  the others as negatives.
   """
   start = time.monotonic()
   if num_workers < 1:

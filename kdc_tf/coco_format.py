@@ -65,7 +65,7 @@ class SkipReason(str, enum.Enum):
   MISSING_IMAGE = "missing image file"
   CORRUPT_IMAGE = "image TF cannot decode"
   IMAGE_SIZE_MISMATCH = "image size differs from the annotation"
-  NO_PEOPLE = "image without people (negatives not kept)"
+  NO_PEOPLE = "image without people (not in COCOPersons; negatives not kept)"
 
 
 class SkipCounter:

@@ -218,10 +218,30 @@ def test_images_without_people_can_be_dropped(bad_dataset):
   assert 2 not in [r.image_id for r in result.images]
 
 
+def test_writer_keeps_only_images_with_people_by_default(bad_dataset, tmp_path):
+  """COCOPersons: the image without people (id 2) is skipped and counted, unless asked for."""
+  json_path, images_dir = bad_dataset
+  persons = tfrecord_writer.write_tfrecords(json_path, images_dir, str(tmp_path / "a" / "bad"),
+                                            1, "coco")
+  assert persons.num_images == 1 and persons.skips[SkipReason.NO_PEOPLE] == 1
+  everything = tfrecord_writer.write_tfrecords(json_path, images_dir, str(tmp_path / "b" / "bad"),
+                                               1, "coco", keep_images_without_people=True)
+  assert everything.num_images == 2 and everything.skips[SkipReason.NO_PEOPLE] == 0
+
+
+def test_select_images_with_people_counts_what_it_drops():
+  skips = annotations.SkipCounter()
+  with_person = annotations.ImageRecord(1, "a.png", 4, 4, True, people=[
+      annotations.PersonRecord(7, np.zeros((17, 3), np.float32), None, 0)])
+  without = annotations.ImageRecord(2, "b.png", 4, 4, True)
+  kept = annotations.select_images_with_people([with_person, without], skips)
+  assert kept == [with_person] and skips[SkipReason.NO_PEOPLE] == 1
+
+
 def test_writer_counts_undecodable_images(bad_dataset, tmp_path):
   json_path, images_dir = bad_dataset
   summary = tfrecord_writer.write_tfrecords(json_path, images_dir, str(tmp_path / "out" / "bad"),
-                                             1, "coco")
+                                             1, "coco", keep_images_without_people=True)
   assert summary.num_images == 2 and summary.num_people == 3
   assert summary.skips[SkipReason.CORRUPT_IMAGE] == 1
   assert summary.skips[SkipReason.IMAGE_SIZE_MISMATCH] == 1

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,9 +17,9 @@ from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments import train
 from kdc_tf.checkpoints import restore_model
-from kdc_tf.config import ExperimentConfig, TrainConfig, load_config
+from kdc_tf.config import ExperimentConfig, TrainConfig, apply_overrides, load_config
 from kdc_tf.geometry import OFFSET_SCALE, Geometry
-from kdc_tf.modeling import ModelConfig
+from kdc_tf.modeling import ModelConfig, trunk_name
 from kdc_tf.training import NonFiniteLossError, Trainer, create_strategy
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -236,3 +237,48 @@ def test_a_resumed_run_does_not_replay_the_first_batches(resumed_run):
                     create_strategy("one_device"))
   assert int(resumed.step.numpy()) > 0
   assert resumed.input_seed() == resumed_run["config"].train.seed + int(resumed.step.numpy())
+
+
+def _trunk_bn_statistics(trainer):
+  trunk = trainer.model.get_layer(trunk_name(trainer.config.model))
+  return [w.numpy() for layer in trunk.layers
+          if isinstance(layer, keras.layers.BatchNormalization)
+          for w in (layer.moving_mean, layer.moving_variance)]
+
+
+def test_frozen_trunk_batch_norm_statistics_do_not_move_during_training(tmp_path):
+  pattern = synthetic.ensure_embedded_dataset()["train"]
+  config = ExperimentConfig(
+      geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny", freeze_batch_norm=True),
+      train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-3, epochs=1,
+                        steps_per_epoch=2, seed=0, strategy="one_device"))
+  trainer = Trainer(config, str(tmp_path), create_strategy("one_device"))
+  before = _trunk_bn_statistics(trainer)
+  trainer.run(build_dataset(pattern, config.geometry, config.encoder, config.augment, 2,
+                            training=True, seed=0))
+  after = _trunk_bn_statistics(trainer)
+  assert len(before) > 0
+  for a, b in zip(before, after):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_trained_trunk_batch_norm_statistics_move_during_training(resumed_run):
+  # The same statistics, not frozen (random initialisation's default): every one has moved
+  # from its initial value (mean 0, variance 1) in 6 steps.
+  statistics = _trunk_bn_statistics(resumed_run["second"])
+  assert len(statistics) > 0
+  initial = [np.zeros_like(s) if i % 2 == 0 else np.ones_like(s) for i, s in enumerate(statistics)]
+  assert all(not np.array_equal(s, s0) for s, s0 in zip(statistics, initial))
+
+
+def test_batch_norm_is_frozen_by_default_with_imagenet_weights_only():
+  resolved = lambda **kw: ModelConfig(**kw).with_batch_norm_resolved().freeze_batch_norm
+  assert resolved(weights="resnet101_notop.h5") is True
+  assert resolved() is False
+  assert resolved(weights="resnet101_notop.h5", freeze_batch_norm=False) is False
+  # Set through --override after the rest of the configuration: still resolved from the weights.
+  overridden = apply_overrides(ExperimentConfig(), ["model.weights=resnet101_notop.h5"])
+  assert overridden.model.with_batch_norm_resolved().freeze_batch_norm is True
+  resumed = dataclasses.replace(ModelConfig(weights="w.h5").with_batch_norm_resolved(),
+                                weights=None)
+  assert resumed.with_batch_norm_resolved().freeze_batch_norm is True

@@ -32,9 +32,11 @@ class ModelConfig:
   offset_scale: float = OFFSET_SCALE
   # Local keras.applications ImageNet weights (.h5, 'notop' or full); None = random init.
   weights: Optional[str] = None
-  # Batch norm in inference mode (moving statistics, frozen scale/offset): for fine-tuning
-  # pretrained weights with small per-replica batches.
-  freeze_batch_norm: bool = False
+  # The trunk's batch norm in inference mode (moving statistics, frozen scale/offset). None
+  # means True with ImageNet `weights` (PersonLab/DeepLab at the paper's batch of 4: a batch's
+  # statistics are too noisy to replace ImageNet's) and False from random initialisation (there
+  # are no statistics to keep); the trainer saves it resolved, so a resumed run keeps it.
+  freeze_batch_norm: Optional[bool] = None
   # Head widths: the shared 1x1 reduction of the stride-8 features, PoseNet's 3x3 conv, the
   # decoder's 1x1 projection of the stride-4 features and its 3x3 fusion conv.
   neck_width: int = 256
@@ -51,3 +53,9 @@ class ModelConfig:
     for name in ("neck_width", "pose_head_width", "low_level_width", "decoder_width"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+  def with_batch_norm_resolved(self) -> "ModelConfig":
+    """`freeze_batch_norm` None -> frozen with ImageNet weights, trained from random init."""
+    if self.freeze_batch_norm is not None:
+      return self
+    return dataclasses.replace(self, freeze_batch_norm=self.weights is not None)

@@ -101,7 +101,7 @@ def build_trunk(config: ModelConfig, geometry: Geometry) -> keras.Model:
   trunk = keras.Model(inputs, {"stride4": stride4, "features": x}, name=f"resnet{config.depth}")
   if config.weights:
     load_imagenet_weights(trunk, config.weights)
-  if config.freeze_batch_norm:
+  if config.with_batch_norm_resolved().freeze_batch_norm:
     for layer in trunk.layers:
       if isinstance(layer, keras.layers.BatchNormalization):
         layer.trainable = False

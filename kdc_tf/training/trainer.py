@@ -95,6 +95,9 @@ class Trainer:
     if config.train.steps_per_epoch == 0:
       raise ValueError("train.steps_per_epoch is 0 (count the training records first, as "
                        "experiments.train does)")
+    # Resolved before the model_dir check and save: a resumed run (whose weights come from the
+    # checkpoint) keeps the batch-norm mode of its start.
+    config = dataclasses.replace(config, model=config.model.with_batch_norm_resolved())
     self.config = config
     self.model_dir = model_dir
     self.strategy = strategy or create_strategy(config.train.strategy)
