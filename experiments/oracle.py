@@ -24,21 +24,19 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from data_pipeline import annotations as annotation_readers
-from data_pipeline import synthetic_occlusion, tfrecord_io
+from data_pipeline import synthetic_occlusion
 from data_pipeline.augmentation import resize_and_pad_example
+from data_pipeline.ground_truth_examples import decoded_examples
 from data_pipeline.targets import encode_targets
-from data_pipeline.tfrecord_writer import serialize_record
 from experiments import common_flags
 from kdc_tf import evaluation, grouping
 from kdc_tf.config import ExperimentConfig, GroupingConfig
-from kdc_tf.datasets import get_dataset_spec
 from kdc_tf.evaluation.coco_evaluator import SEGM, EvaluationReport
 from kdc_tf.evaluation.mask_ceiling import grid_masks_to_image
 from kdc_tf.evaluation.progress import Progress
@@ -93,38 +91,6 @@ class OracleReport:
       lines.append(f"segm_ceiling={self.ceiling['AP']:.3f}")
     lines.append(self.report.summary_line())
     return lines
-
-
-def decoded_examples(annotations_path: str, images_dir: str, dataset: str,
-                     max_images: Optional[int] = None,
-                     fail_on_bad_image: bool = False) -> Iterator[dict]:
-  """Decoded examples (ARCHITECTURE.md 1) through the training path: reader, TFRecord, decode.
-
-  A missing or corrupt image is skipped and counted like the TFRecord writer does
-  (`fail_on_bad_image`: an error naming it instead).
-  """
-  num_keypoints = get_dataset_spec(dataset).num_keypoints
-  data = annotation_readers.read_annotations(annotations_path, images_dir, dataset)
-  missing = data.skips[annotation_readers.SkipReason.MISSING_IMAGE]
-  if fail_on_bad_image and missing:
-    examples = data.skips.examples[annotation_readers.SkipReason.MISSING_IMAGE]
-    raise ValueError(f"{missing} images of {annotations_path} are missing from {images_dir} "
-                     f"(e.g. {'; '.join(examples)})")
-  records = sorted(data.images, key=lambda r: r.image_id)[:max_images]
-  skipped = annotation_readers.SkipCounter()
-  for record in records:
-    try:
-      image_bytes = annotation_readers.load_image_bytes(record)
-    except annotation_readers.ImageError as e:
-      if fail_on_bad_image:
-        raise ValueError(f"image {record.image_id}: {e}") from None
-      logging.warning("Skipping image %d (not evaluated): %s", record.image_id, e)
-      skipped.add(e.reason, str(e))
-      continue
-    serialized = serialize_record(record, image_bytes, num_keypoints)
-    yield tfrecord_io.decode_example(tf.constant(serialized), num_keypoints)
-  if skipped.total():
-    skipped.log(f"oracle: images skipped and left out of the evaluation ({images_dir})")
 
 
 class Oracle:

@@ -8,9 +8,11 @@ from typing import Optional
 from kdc_tf.geometry import OFFSET_SCALE
 
 # Bottleneck blocks per stage and the first stage's bottleneck width (keras.applications ResNet v1;
-# 'tiny' is a narrow one-block-per-stage variant for tests and smoke runs).
+# 'tiny' is a narrow one-block-per-stage variant for tests and smoke runs, 'small' a narrow
+# two-blocks-per-stage one for the CPU quick start).
 TRUNK_DEPTHS = {
     "tiny": ((1, 1, 1, 1), 8),
+    "small": ((2, 2, 2, 2), 16),
     "50": ((3, 4, 6, 3), 64),
     "101": ((3, 4, 23, 3), 64),
     "152": ((3, 8, 36, 3), 64),
