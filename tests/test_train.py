@@ -159,7 +159,10 @@ def test_resumed_training_continues_to_the_new_end(resumed_run):
 def test_restore_model_rebuilds_the_trained_network_from_model_dir(resumed_run):
   second = resumed_run["second"]
   model, config = restore_model(resumed_run["model_dir"])
-  assert config == resumed_run["config"]
+  # The configuration as trained: the batch-norm default resolved (random init: not frozen).
+  assert config == second.config and config.model.freeze_batch_norm is False
+  assert config == dataclasses.replace(resumed_run["config"], model=dataclasses.replace(
+      resumed_run["config"].model, freeze_batch_norm=False))
   image = np.random.default_rng(0).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
   expected = second.model(image, training=False)
   for name, value in model(image, training=False).items():
