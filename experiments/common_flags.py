@@ -122,6 +122,12 @@ _GROUPING_FLAGS = {
     "centroid_keypoint_threshold": "Keypoints above this score define a person's mask centroid.",
     "seg_threshold": "Segmentation probability above which a pixel is foreground.",
     "membership_threshold": "Membership phi above which a foreground pixel joins a person.",
+    "pgo_sigma_high": "PGO sigma of the high-variance keypoints (wrists, ankles, elbows, knees), "
+                      "in units of 32 input pixels (kdc_tf.grouping.gaussian).",
+    "pgo_sigma_low": "PGO sigma of the other keypoints, in units of 32 input pixels.",
+    "igo_sigma": "IGO sigma of each instance's probability map, in units of 32 input pixels.",
+    "use_keycentroid": "Hough voting and refinement with KeyCentroid; false decodes from heatmap "
+                       "peaks (automatic for models trained with keycentroid weight 0).",
 }
 
 
@@ -136,14 +142,26 @@ def define_predictor_flags() -> None:
   flags.DEFINE_bool("jit_compile_grouping", False,
                     "XLA-compile grouping stages (the serving host then needs XLA; see "
                     "kdc_tf/inference.py).")
+  define_grouping_flags()
+
+
+def define_grouping_flags() -> None:
+  """The grouping settings' flags (`GroupingConfig()` defaults), unless already defined; also
+  used alone by evaluate and the oracle."""
+  if "use_keycentroid" in FLAGS:
+    return
   defaults = GroupingConfig()
   for name, help_text in _GROUPING_FLAGS.items():
     default = getattr(defaults, name)
-    define = flags.DEFINE_integer if isinstance(default, int) else flags.DEFINE_float
+    if isinstance(default, bool):
+      define = flags.DEFINE_bool
+    else:
+      define = flags.DEFINE_integer if isinstance(default, int) else flags.DEFINE_float
     define(name, default, help_text)
 
 
 def grouping_config_from_flags() -> GroupingConfig:
+  """`GroupingConfig()` with the grouping flags' values."""
   return dataclasses.replace(GroupingConfig(),
                              **{name: getattr(FLAGS, name) for name in _GROUPING_FLAGS})
 

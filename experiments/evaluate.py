@@ -12,9 +12,12 @@ the annotation file:
 Without --input_size a model is evaluated at its own size (its training input size, or the
 export's), as in export and predict.
 
-Prints the AP/AR tables and ends with `keypoints_AP=<x> segm_AP=<y>` (segm left out when the
-dataset or the results have no masks). CrowdPose adds AP per crowd-index band; its protocol and
-OCHuman's `area` convention are described in `kdc_tf.evaluation`.
+Prints the AP/AR tables, the per-keypoint-type table (mean OKS term and mean confidence of the
+keypoints matched at OKS 0.5, `kdc_tf.evaluation.per_keypoint`) and ends with
+`keypoints_AP=<x> segm_AP=<y>` (segm left out when the dataset or the results have no masks).
+In model mode the grouping flags (--pgo_sigma_high, --pgo_sigma_low, --igo_sigma,
+--use_keycentroid, ...) set the decoder of a --checkpoint. CrowdPose adds AP per crowd-index
+band; its protocol and OCHuman's `area` convention are described in `kdc_tf.evaluation`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from absl import app, flags
 from experiments import common_flags
 from experiments import evaluation_runner as runner
 from kdc_tf import evaluation
+from kdc_tf.datasets import get_dataset_spec
+from kdc_tf.evaluation.per_keypoint import per_keypoint_report
 
 FLAGS = flags.FLAGS
 
@@ -44,6 +49,7 @@ def define_flags() -> None:
   flags.DEFINE_string("output", None, "Where to write the results JSON (required in mode B).")
   flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image (mode B); "
                     "by default it is skipped, counted and left out of the evaluation.")
+  common_flags.define_grouping_flags()
   flags.mark_flag_as_required("annotations")
   flags.register_multi_flags_validator(
       ["results", "checkpoint", "saved_model", "images", "output"], _valid_mode,
@@ -66,7 +72,8 @@ def main(argv: Sequence[str]) -> None:
     results, image_ids = evaluation.read_results(FLAGS.results), None
   else:
     if FLAGS.checkpoint:
-      predict = runner.checkpoint_predict_fn(FLAGS.checkpoint, FLAGS.dataset, FLAGS.input_size)
+      predict = runner.checkpoint_predict_fn(FLAGS.checkpoint, FLAGS.dataset, FLAGS.input_size,
+                                             common_flags.grouping_config_from_flags())
     else:
       predict = runner.saved_model_predict_fn(FLAGS.saved_model, FLAGS.dataset, FLAGS.input_size)
     results, image_ids = runner.predict_dataset(predict, coco_gt, FLAGS.images, FLAGS.max_images,
@@ -75,6 +82,9 @@ def main(argv: Sequence[str]) -> None:
     evaluation.write_results(FLAGS.output, results)
   report = evaluation.evaluate(results, coco_gt, FLAGS.dataset, image_ids)
   print(report.table, flush=True)
+  spec = get_dataset_spec(FLAGS.dataset)
+  print(per_keypoint_report(coco_gt, results, spec.oks_sigmas, spec.keypoint_names,
+                            image_ids).table, flush=True)
   print(report.summary_line(), flush=True)
 
 

@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 
 from data_pipeline import annotations as annotation_reader
 from kdc_tf import export
+from kdc_tf.config import GroupingConfig
 from kdc_tf.datasets import get_dataset_spec
 from kdc_tf.evaluation.progress import Progress
 from kdc_tf.evaluation.results import Result, grouping_to_results
@@ -26,10 +27,10 @@ from kdc_tf.inference import Predictor
 PredictFn = Callable[[tf.Tensor], Dict[str, np.ndarray]]
 
 
-def checkpoint_predict_fn(checkpoint: str, dataset: str,
-                          test_scale: Optional[int] = None) -> PredictFn:
+def checkpoint_predict_fn(checkpoint: str, dataset: str, test_scale: Optional[int] = None,
+                          grouping_config: Optional[GroupingConfig] = None) -> PredictFn:
   """Predictor (resize, model, grouping in one graph) of a training model_dir."""
-  predictor = Predictor.from_model_dir(checkpoint, input_size=test_scale)
+  predictor = Predictor.from_model_dir(checkpoint, grouping_config, input_size=test_scale)
   check_keypoint_layout(predictor.spec.num_keypoints, dataset, checkpoint)
   return lambda image: {k: v.numpy() for k, v in predictor(image).items()}
 
@@ -39,6 +40,8 @@ def saved_model_predict_fn(export_dir: str, dataset: str,
   """The exported serving signature (uint8 image in, the grouping outputs out)."""
   metadata = export.load_metadata(export_dir)
   check_keypoint_layout(len(metadata["keypoint_names"]), dataset, export_dir)
+  logging.info("The SavedModel decodes with its exported grouping settings; the grouping flags "
+               "apply to --checkpoint only.")
   if test_scale is not None and metadata["input_size"] != test_scale:
     logging.warning("%s was exported at test scale %d; --input_size=%d does not apply to it.",
                     export_dir, metadata["input_size"], test_scale)

@@ -50,7 +50,8 @@ def define_flags() -> None:
   flags.DEFINE_string("annotations", None, "COCO-format ground-truth JSON.")
   flags.DEFINE_string("images", None, "Directory of the annotation file's images.")
   common_flags.define_dataset_flag()
-  common_flags.define_geometry_flags(output_stride=True)
+  common_flags.define_geometry_flags(output_stride=True, disk_radius=True)
+  common_flags.define_grouping_flags()
   flags.DEFINE_integer("max_images", None, "Only the first N images.")
   flags.DEFINE_string("output", None, "Optional: write the oracle's COCO results JSON here.")
   flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image; by default "
@@ -118,11 +119,13 @@ class Oracle:
 def run_oracle(annotations_path: str, images_dir: str, dataset: str, test_scale: int,
                output_stride: int = 8, max_images: Optional[int] = None,
                grouping_config: Optional[GroupingConfig] = None,
-               jit_compile: bool = False, fail_on_bad_image: bool = False) -> OracleReport:
+               jit_compile: bool = False, fail_on_bad_image: bool = False,
+               disk_radius: float = Geometry.disk_radius) -> OracleReport:
   """Runs the oracle over the images of an annotation file and evaluates it; unreadable images
   are skipped and counted (`fail_on_bad_image`: an error)."""
   experiment = ExperimentConfig(geometry=Geometry(dataset=dataset, input_size=test_scale,
-                                                 output_stride=output_stride))
+                                                 output_stride=output_stride,
+                                                 disk_radius=disk_radius))
   oracle = Oracle(experiment, grouping_config or GroupingConfig(), jit_compile)
   coco_gt = evaluation.load_ground_truth(annotations_path, dataset)
   examples = list(decoded_examples(annotations_path, images_dir, dataset, max_images,
@@ -168,8 +171,10 @@ def main(argv: Sequence[str]) -> None:
       images, dataset = f"{directory}/images", "coco"
     oracle_report = run_oracle(annotations, images, dataset, FLAGS.input_size,
                                int(FLAGS.output_stride), FLAGS.max_images,
+                               common_flags.grouping_config_from_flags(),
                                jit_compile=FLAGS.jit_compile,
-                               fail_on_bad_image=FLAGS.fail_on_bad_image)
+                               fail_on_bad_image=FLAGS.fail_on_bad_image,
+                               disk_radius=FLAGS.disk_radius)
   if FLAGS.output:
     evaluation.write_results(FLAGS.output, oracle_report.results)
   logging.info("Oracle done.")

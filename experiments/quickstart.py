@@ -27,20 +27,16 @@ from absl import app, flags, logging
 from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments.evaluation_runner import predict_dataset
+from experiments.presets import quickstart_config
 from kdc_tf import evaluation
-from kdc_tf.config import ExperimentConfig, TrainConfig
-from kdc_tf.geometry import Geometry
+from kdc_tf.config import ExperimentConfig
 from kdc_tf.inference import Predictor
-from kdc_tf.modeling.config import ModelConfig
 from kdc_tf.training import Trainer, create_strategy
 from kdc_tf.visualization.overlay import draw_predictions
 from kdc_tf.visualization.targets import save_target_panel
 
 FLAGS = flags.FLAGS
 
-# Small enough to train in minutes on two CPU cores, large enough for the synthetic people.
-_INPUT_SIZE = 193
-_DISK_RADIUS = 16.0
 _NUM_OVERLAYS = 4
 
 
@@ -51,19 +47,6 @@ def define_flags() -> None:
   flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate (the paper's 1e-5 is for "
                      "ResNet-101 over 400 COCO epochs).")
   flags.DEFINE_integer("seed", 0, "Seed of initialisation and input order.")
-
-
-def quickstart_config(train_pattern: str, steps: int, learning_rate: float,
-                      seed: int) -> ExperimentConfig:
-  """A tiny-trunk experiment on the synthetic data."""
-  return ExperimentConfig(
-      geometry=Geometry(dataset="coco", input_size=_INPUT_SIZE, output_stride=8,
-                        disk_radius=_DISK_RADIUS),
-      model=ModelConfig(depth="tiny"),
-      train=TrainConfig(train_pattern=train_pattern, batch_size=8, learning_rate=learning_rate,
-                        epochs=1, steps_per_epoch=steps, checkpoint_every=max(steps // 4, 1),
-                        summary_every=25, image_summary_every=max(steps // 4, 1), log_every=25,
-                        strategy="one_device", seed=seed))
 
 
 def save_example_targets(pattern: str, config: ExperimentConfig, path: str) -> None:

@@ -88,10 +88,20 @@ class GroupingConfig:
   centroid_keypoint_threshold: float = 0.05
   seg_threshold: float = 0.5
   membership_threshold: float = 0.5
-  # IGO smoothing of each instance's probability map, in mask-grid cells. (The membership sigma
-  # and the MaskCentroid mode are the trained model's: `LossConfig.membership_sigma`,
+  # PGO and IGO sigmas in units of 32 input pixels, the paper's disk radius
+  # (`kdc_tf.grouping.gaussian.sigma_in_cells`): PGO of the high-variance keypoint types (wrists,
+  # ankles, elbows, knees; the paper: [0.1, 0.5)) and of the others (the paper: [0.5, 1)); IGO of
+  # each instance's probability map (the paper: [0.1, 1]). Defaults from the oracle sweeps of
+  # docs/ablations.md (below the paper's ranges where its values cost oracle AP). (The membership
+  # sigma and the MaskCentroid mode are the trained model's: `LossConfig.membership_sigma`,
   # `EncoderConfig.centroid_mode`, read by the `Grouper` from the `ExperimentConfig`.)
-  igo_sigma: float = 0.5
+  pgo_sigma_high: float = 0.1
+  pgo_sigma_low: float = 0.2
+  igo_sigma: float = 0.0625
+  # Hough voting with KeyCentroid offsets and KeyCentroid refinement of walked keypoints; False
+  # takes keypoints from the PGO-smoothed heatmap peaks and the mid-range walk alone (the paper's
+  # 'without KeyCentroid'; automatic for models trained with LossConfig.keycentroid = 0).
+  use_keycentroid: bool = True
   # Rejoin people split by a missing keypoint through their mask embeddings
   # (kdc_tf.grouping.merging).
   merge_fragments: bool = True
@@ -165,11 +175,17 @@ class ExperimentConfig:
     """`base` (default `GroupingConfig()`), with the steps this model cannot feed switched off.
 
     A model trained on a dataset without masks (CrowdPose) has an untrained SegNet, so the decoder
-    steps that read its embeddings (fragment merging, mask-only people) are switched off.
+    steps that read its embeddings (fragment merging, mask-only people) are switched off. A model
+    trained without KeyCentroid (`loss.keycentroid` = 0) has untrained KeyCentroid offsets: it
+    decodes without them (`use_keycentroid` off).
     """
     decoding = base or GroupingConfig()
     if not self.geometry.spec.has_masks:
       decoding = dataclasses.replace(decoding, merge_fragments=False, mask_only_people=False)
+    if self.loss.keycentroid == 0 and decoding.use_keycentroid:
+      logging.info("The model was trained without KeyCentroid (keycentroid weight 0): decoding "
+                   "from heatmap peaks without KeyCentroid voting or refinement.")
+      decoding = dataclasses.replace(decoding, use_keycentroid=False)
     return decoding
 
   @classmethod

@@ -1,4 +1,4 @@
-"""Per-dataset keypoint facts: names, flip permutation, kinematic tree, OKS and PGO sigmas.
+"""Per-dataset keypoint facts: names, flip permutation, kinematic tree, OKS sigmas, PGO groups.
 
 This module is the single source of these facts. The target encoder, augmentation, the grouping
 decoder and evaluation all read a `DatasetSpec`; nothing else lists keypoints or edges.
@@ -9,10 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Tuple
 
-# PGO sigmas (DESIGN.md, in score-map cells): high-variance types (wrists, ankles, elbows, knees)
-# take a value in [0.1, 0.5); low-variance types (face, shoulders, hips, head, neck) in [0.5, 1).
-_PGO_SIGMA_HIGH_VARIANCE = 0.3
-_PGO_SIGMA_LOW_VARIANCE = 0.7
+# PGO groups (DESIGN.md): high-variance types (wrists, ankles, elbows, knees) and low-variance
+# types (face, shoulders, hips, head, neck) take separate sigmas (`GroupingConfig`).
 _HIGH_VARIANCE_PARTS = ("wrist", "ankle", "elbow", "knee")
 
 
@@ -69,11 +67,9 @@ class DatasetSpec:
     return tuple(perm)
 
   @property
-  def pgo_sigmas(self) -> Tuple[float, ...]:
-    """Point-wise Gaussian optimisation sigma per keypoint type, in score-map cells."""
-    return tuple(
-        _PGO_SIGMA_HIGH_VARIANCE if any(p in n for p in _HIGH_VARIANCE_PARTS)
-        else _PGO_SIGMA_LOW_VARIANCE for n in self.keypoint_names)
+  def high_variance(self) -> Tuple[bool, ...]:
+    """Per keypoint type: in PGO's high-variance group (wrists, ankles, elbows, knees)."""
+    return tuple(any(p in n for p in _HIGH_VARIANCE_PARTS) for n in self.keypoint_names)
 
 
 COCO = DatasetSpec(

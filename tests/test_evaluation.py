@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from kdc_tf import evaluation
-from kdc_tf.datasets import CROWDPOSE
+from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.evaluation.coco_evaluator import STAT_NAMES
 from kdc_tf.evaluation.crowdpose_evaluator import BAND_NAMES, band_of, crowd_index_bands
+from kdc_tf.evaluation.per_keypoint import per_keypoint_report
 from tests.serving_fixtures import MAX_PEOPLE, tiny_export  # noqa: F401 (the session fixture)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -237,6 +238,33 @@ def test_crowdpose_bands_on_ground_truth_at_0_15_and_0_8(crowdpose_annotations, 
   assert stats["AP_hard"] == pytest.approx(0.0)
   assert stats["AP_medium"] == -1.0
   assert re.search(r"crowd index=\s*hard \| images=\s*1 \]", report.table)
+
+
+def test_per_keypoint_report_gives_each_types_oks_term_and_confidence(coco_annotations):
+  coco_gt = evaluation.load_ground_truth(coco_annotations, "coco")
+  wrist = COCO.keypoint_names.index("left_wrist")
+  results = []
+  for ann in coco_gt.loadAnns(coco_gt.getAnnIds()):
+    if ann["num_keypoints"] == 0:
+      continue
+    keypoints = np.asarray(ann["keypoints"], np.float64).reshape(1, -1, 3)
+    keypoints[..., 2] = 0.7
+    keypoints[0, 0, 2] = 0.3  # nose confidence
+    keypoints[0, wrist, 0] += 0.5 * np.sqrt(ann["area"]) * COCO.oks_sigmas[wrist]  # d = s k / 2
+    results += evaluation.grouping_to_results(ann["image_id"], keypoints, np.array([0.9]), 1)
+  report = per_keypoint_report(coco_gt, results, COCO.oks_sigmas, COCO.keypoint_names)
+  labelled = np.zeros(COCO.num_keypoints, np.int64)
+  for ann in coco_gt.loadAnns(coco_gt.getAnnIds()):
+    labelled += np.asarray(ann["keypoints"]).reshape(-1, 3)[:, 2] > 0
+  assert report.num_pairs == 12
+  np.testing.assert_array_equal(report.count, labelled)
+  others = np.arange(COCO.num_keypoints) != wrist
+  np.testing.assert_allclose(report.oks[others & (labelled > 0)], 1.0)
+  # OKS term exp(-d^2 / (2 s^2 (2 k)^2)) with d = s k / 2: exp(-1/32).
+  assert report.oks[wrist] == pytest.approx(np.exp(-1.0 / 32.0), rel=1e-4)  # rounded results
+  assert report.confidence[0] == pytest.approx(0.3)
+  np.testing.assert_allclose(report.confidence[1:][labelled[1:] > 0], 0.7)
+  assert "left_wrist" in report.table and report.table.startswith("per keypoint type (12 people")
 
 
 def _run_evaluate(*args):

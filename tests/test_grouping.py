@@ -442,7 +442,8 @@ def test_a_spurious_peak_does_not_repeat_a_person(eager_grouper, monkeypatch):
   error, _ = _match(result["keypoints"][:1], scene["keypoints"])
   assert error[0] < 1.0
   monkeypatch.setattr(poses, "DUPLICATE_FRACTION", 2.0)  # the seed rule alone (DESIGN.md)
-  repeated = _run(Grouper(_experiment(), _grouping_config(), jit_compile=False),
+  # A nose PGO of 0.7 cells (0.175 x 32 px at stride 8) keeps the spurious peak a local maximum.
+  repeated = _run(Grouper(_experiment(), _grouping_config(pgo_sigma_low=0.175), jit_compile=False),
                   inputs)
   assert repeated["num_people"] == 2
 
@@ -520,3 +521,52 @@ def test_unclaimed_pixels_of_a_person_are_not_a_mask_only_speck(eager_grouper):
   assert result["keypoints"][0, :, 2].min() > 0
   truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
   assert _iou(result["masks"][0], truth[0]) > 0.9
+
+
+def test_smoothing_sigmas_are_in_units_of_32_input_pixels():
+  """The paper's [0.1, 1] spans real smoothing: 0.4 - 4 pose cells at stride 8, 0.8 - 8 mask
+  cells at stride 4 (in cells, 0.1 was the identity kernel [0, 1, 0])."""
+  assert gaussian.sigma_in_cells(0.1, 8) == pytest.approx(0.4)
+  assert gaussian.sigma_in_cells(1.0, 4) == pytest.approx(8.0)
+  assert gaussian.sigma_in_cells(0.5, 16) == pytest.approx(1.0)
+  centre = gaussian.gaussian_kernels_1d([gaussian.sigma_in_cells(0.1, 8)])
+  assert centre[centre.shape[0] // 2, 0] < 0.95
+  cells = gaussian.pgo_sigmas_in_cells(COCO.high_variance, 0.1, 0.7, 8)
+  wrist, nose = COCO.keypoint_names.index("left_wrist"), COCO.keypoint_names.index("nose")
+  assert (cells[wrist], cells[nose]) == pytest.approx((0.4, 2.8))
+  with pytest.raises(ValueError, match=">= 0"):
+    gaussian.sigma_in_cells(-0.1, 8)
+
+
+def test_pgo_and_igo_sigmas_change_the_decoded_scores_and_masks():
+  scene = scenes.make_scene(COCO, SIZE, [(80.0, 30.0, 120.0)], np.random.default_rng(21))
+  inputs = _targets(scene)
+  outputs, seed_scores = {}, {}
+  for sigma in (0.1, 1.0):
+    config = _grouping_config(pgo_sigma_high=sigma, pgo_sigma_low=sigma, igo_sigma=sigma)
+    grouper = Grouper(_experiment(), config, jit_compile=False)
+    outputs[sigma] = _run(grouper, inputs)
+    seed_scores[sigma] = grouper._find_poses(*(inputs[key] for key in INPUT_KEYS))[2].numpy()
+  small, large = outputs[0.1], outputs[1.0]
+  assert small["num_people"] >= 1 and large["num_people"] >= 1
+  # A 4-cell PGO spreads each vote peak the seeds come from; an 8-cell IGO rounds the mask.
+  assert seed_scores[1.0].max() < 0.5 * seed_scores[0.1].max()
+  assert _iou(small["masks"][0] > 0, large["masks"][0] > 0) < 0.95
+
+
+def test_decoding_without_keycentroid_takes_keypoints_from_heatmap_peaks():
+  """Offsets of a model trained without KeyCentroid are noise: voting with them loses the people;
+  heatmap peaks (PGO-smoothed disks) and the mid-range walk find them within a pose cell."""
+  scene = scenes.make_scene(COCO, SIZE, [(80.0, 30.0, 120.0)], np.random.default_rng(22))
+  inputs = _targets(scene)
+  noise = np.random.default_rng(0).normal(0.0, 40.0, inputs["keycentroid"].shape)
+  inputs = {**inputs, "keycentroid": tf.constant(noise, tf.float32)}
+  without = _run(Grouper(
+      _experiment(), _grouping_config(use_keycentroid=False), jit_compile=False), inputs)
+  assert without["num_people"] >= 1
+  error, _ = _match(without["keypoints"][:without["num_people"]], scene["keypoints"])
+  assert error[0] <= 8.0 * np.sqrt(2.0)
+  voted = _run(Grouper(_experiment(), _grouping_config(), jit_compile=False), inputs)
+  voted_error, _ = _match(voted["keypoints"][:max(voted["num_people"], 1)], scene["keypoints"])
+  assert voted_error[0] > 2.0 * error[0]
+

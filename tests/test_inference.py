@@ -43,3 +43,13 @@ def test_a_model_trained_without_masks_decodes_without_its_untrained_segnet_embe
   assert not decoding.merge_fragments and not decoding.mask_only_people
   coco = _static_experiment().decoding_config()
   assert coco.merge_fragments and coco.mask_only_people
+
+
+def test_a_model_trained_without_keycentroid_decodes_without_it():
+  trained = ExperimentConfig(geometry=_GEOMETRY, model=ModelConfig(depth="tiny"),
+                             loss=LossConfig(keycentroid=0.0))
+  assert not trained.decoding_config().use_keycentroid
+  assert _static_experiment().decoding_config().use_keycentroid
+  chosen = GroupingConfig(use_keycentroid=False)  # selectable on any model
+  assert not _static_experiment().decoding_config(chosen).use_keycentroid
+

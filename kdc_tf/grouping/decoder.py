@@ -4,8 +4,9 @@
 size; `output_size` and `input_scale` dynamic), usable in eager code, in evaluation and inside an
 exported SavedModel. It runs in stages:
 
-1. (XLA when `jit_compile`) Hough voting + PGO, candidates, all candidates' poses walked in
-   parallel, the `[C, C]` suppression overlaps (`poses`).
+1. (XLA when `jit_compile`) Hough voting (or, with `use_keycentroid` off, the heatmap itself) + PGO,
+   candidates, all candidates' poses walked in parallel, the `[C, C]` suppression overlaps
+   (`poses`).
 2. Greedy selection: `tf.image.non_max_suppression_overlaps` (no XLA kernel), then the people
    that repeat an earlier person's pose are dropped (`poses.drop_repeats`).
 3. (XLA) people's keypoints, fragment merging (`merging`), scores, membership (`masks`), mask-only
@@ -112,7 +113,9 @@ class Grouper(tf.Module):
       raise ValueError(f"input size {shape.input_size} gives a pose grid of {self._pose_grid} "
                        "point")
     self._edge_orders = poses.breadth_first_edges(self._spec)
-    self._pgo_kernels = gaussian.gaussian_kernels_1d(self._spec.pgo_sigmas)
+    self._pgo_kernels = gaussian.gaussian_kernels_1d(gaussian.pgo_sigmas_in_cells(
+        self._spec.high_variance, config.pgo_sigma_high, config.pgo_sigma_low, self._stride))
+    self._igo_cells = gaussian.sigma_in_cells(config.igo_sigma, geometry.MASK_STRIDE)
     self._find_poses = tf.function(self._poses_of_all_candidates, jit_compile=jit_compile,
                                    autograph=False)
     self._make_people = tf.function(self._people_and_instance_maps, jit_compile=jit_compile,
@@ -187,7 +190,10 @@ class Grouper(tf.Module):
     finite = tf.stack([tf.reduce_all(tf.math.is_finite(t))
                        for t in (heatmap, keycentroid, midrange, seg, mask_offset)])
     g, k = self._pose_grid, self._spec.num_keypoints
-    votes = voting.hough_score_maps(heatmap, keycentroid, self._stride, self._disk_radius)
+    if self._config.use_keycentroid:
+      votes = voting.hough_score_maps(heatmap, keycentroid, self._stride, self._disk_radius)
+    else:  # Without KeyCentroid: heatmap peaks, no voting, no refinement (zero offsets).
+      votes, keycentroid = heatmap, tf.zeros_like(keycentroid)
     score_maps = gaussian.smooth(votes, self._pgo_kernels)
     candidates = peaks.find_candidates(score_maps, self._config.peak_threshold,
                                        self._config.peaks_per_type)
@@ -239,4 +245,4 @@ class Grouper(tf.Module):
           seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
           membership_sigma=self._membership_sigma, radius=config.nms_radius)
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
-    return keypoints, scores, masks.instance_maps(membership, config.igo_sigma), num_people
+    return keypoints, scores, masks.instance_maps(membership, self._igo_cells), num_people

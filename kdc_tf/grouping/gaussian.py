@@ -1,6 +1,22 @@
 """Per-channel Gaussian smoothing: PGO on keypoint score maps, IGO on instance maps (DESIGN.md).
 
-Sigmas are in grid cells. The kernel is the sampled Gaussian on integer offsets up to
+Units. The papers give PGO and IGO sigmas in [0.1, 1] without a unit; in grid cells the small
+values do nothing (the kernel at 0.1 cells is [0, 1, 0]). A configured sigma (`GroupingConfig`
+`pgo_sigma_high`, `pgo_sigma_low`, `igo_sigma`) is in units of `SIGMA_UNIT` = 32 input pixels,
+the paper's disk radius R: the disk is the length over which a keypoint's evidence is spread (its
+votes come from a disk of radius R), and PGO acts on per-type score maps before any person
+exists, so no person scale is available there (the OKS-sigma alternative needs one). The unit is
+fixed rather than the model's own R so that the R = 8/16/32 ablation changes the disks alone.
+`sigma_in_cells` is the one conversion the decoder uses. [0.1, 1] spans 3.2 - 32 px:
+
+| sigma | PGO cells, stride 8 (taps) | PGO cells, stride 16 | IGO cells, stride 4 (taps) |
+| --- | --- | --- | --- |
+| 0.1 | 0.4 (5: centre 0.92, neighbours 0.04) | 0.2 | 0.8 (7) |
+| 0.3 | 1.2 (9) | 0.6 | 2.4 (17) |
+| 0.5 | 2.0 (13) | 1.0 | 4.0 (25) |
+| 1.0 | 4.0 (25) | 2.0 | 8.0 (49) |
+
+Sigmas are converted to grid cells for the kernels below. The kernel is the sampled Gaussian on integer offsets up to
 `ceil(3 * sigma)`, normalised to sum 1, applied separably (rows then columns) as depthwise
 convolutions with zero padding. A sigma of 0 is the identity.
 """
@@ -8,10 +24,27 @@ convolutions with zero padding. A sigma of 0 is the identity.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+# Input pixels per unit of a configured PGO / IGO sigma (the paper's disk radius, module docstring).
+SIGMA_UNIT = 32.0
+
+
+def sigma_in_cells(sigma: float, stride: int) -> float:
+  """A configured PGO / IGO sigma (units of `SIGMA_UNIT` input pixels) in cells of a grid."""
+  if sigma < 0:
+    raise ValueError(f"Gaussian sigmas must be >= 0, got {sigma}")
+  return sigma * SIGMA_UNIT / stride
+
+
+def pgo_sigmas_in_cells(high_variance: Sequence[bool], sigma_high: float, sigma_low: float,
+                        stride: int) -> Tuple[float, ...]:
+  """Per keypoint type, the PGO sigma of its group (`DatasetSpec.high_variance`) in pose cells."""
+  return tuple(sigma_in_cells(sigma_high if high else sigma_low, stride)
+               for high in high_variance)
 
 
 def gaussian_kernels_1d(sigmas: Sequence[float]) -> np.ndarray:

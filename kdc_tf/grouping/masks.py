@@ -21,7 +21,7 @@ the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
   than the keypoints' bounding box (docs/grouping.md).
 
 Each person's binary membership map (1 where j won the point) is smoothed by IGO (a Gaussian of
-`igo_sigma` mask-grid cells) and resampled bilinearly to the output image: output pixel (x, y)
+`GroupingConfig.igo_sigma`, converted to mask-grid cells by `gaussian.sigma_in_cells`) and resampled bilinearly to the output image: output pixel (x, y)
 reads mask-grid coordinate (x, y) * input_scale / mask_stride, clipped to the grid; a pixel
 belongs to j where the resampled map exceeds 0.5.
 """
@@ -106,7 +106,8 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
 
 
 def instance_maps(membership: tf.Tensor, igo_sigma: float) -> tf.Tensor:
-  """IGO: each person's membership map `[N, M, M]` smoothed by a Gaussian of `igo_sigma` cells.
+  """IGO: each person's membership map `[N, M, M]` smoothed by a Gaussian of `igo_sigma` cells
+  (`GroupingConfig.igo_sigma` converted by `gaussian.sigma_in_cells`).
 
   The kernel is non-negative and sums to 1 and the memberships are disjoint, so the maps still sum
   to at most 1 at every point: at most one person exceeds 0.5 anywhere (used by `output_masks`).
