@@ -443,8 +443,8 @@ def test_a_spurious_peak_does_not_repeat_a_person(eager_grouper, monkeypatch):
   assert error[0] < 1.0
   monkeypatch.setattr(poses, "DUPLICATE_FRACTION", 2.0)  # the seed rule alone (DESIGN.md)
   # A nose PGO of 0.7 cells (0.175 x 32 px at stride 8) keeps the spurious peak a local maximum.
-  repeated = _run(Grouper(_experiment(), _grouping_config(pgo_sigma_low=0.175), jit_compile=False),
-                  inputs)
+  spurious_config = _grouping_config(pgo_sigma_low=0.175)
+  repeated = _run(Grouper(_experiment(), spurious_config, jit_compile=False), inputs)
   assert repeated["num_people"] == 2
 
 
