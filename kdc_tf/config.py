@@ -96,7 +96,7 @@ class GroupingConfig:
   # sigma and the MaskCentroid mode are the trained model's: `LossConfig.membership_sigma`,
   # `EncoderConfig.centroid_mode`, read by the `Grouper` from the `ExperimentConfig`.)
   pgo_sigma_high: float = 0.1
-  pgo_sigma_low: float = 0.2
+  pgo_sigma_low: float = 0.175
   igo_sigma: float = 0.0625
   # Hough voting with KeyCentroid offsets and KeyCentroid refinement of walked keypoints; False
   # takes keypoints from the PGO-smoothed heatmap peaks and the mid-range walk alone (the paper's

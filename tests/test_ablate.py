@@ -33,7 +33,7 @@ def test_decode_only_ablations_share_the_base_checkpoint():
   pgo = ablation_grid.ablation_runs("pgo_sigma", BASE, [0.1, 1.0])
   assert {r.model_name for r in pgo} == {"base"}
   assert [(r.hparams["pgo_sigma_high"], r.hparams["pgo_sigma_low"]) for r in pgo] == [
-      (0.1, 0.2), (1.0, 0.2), (0.1, 0.1), (0.1, 1.0)]
+      (0.1, 0.175), (1.0, 0.175), (0.1, 0.1), (0.1, 1.0)]
   igo = ablation_grid.ablation_runs("igo_sigma", BASE, [0.5])
   assert igo[0].hparams["igo_sigma"] == 0.5 and igo[0].model_name == "base"
 
