@@ -386,8 +386,11 @@ def _build_embedded(directory: pathlib.Path, params: dict) -> None:
   for split, num_images, first_id, shards in splits:
     json_path = generate_synthetic_coco(str(directory / split), num_images, seed=params["seed"],
                                         first_image_id=first_id)
+    # A generated image can end up with no usable person (all cut off or crowd); it stays as a
+    # negative, so the split holds every generated image whatever the COCOPersons default.
     summary = write_tfrecords(json_path, str(directory / split / "images"),
-                              str(directory / "tfrecords" / split), shards, "coco")
+                              str(directory / "tfrecords" / split), shards, "coco",
+                              keep_images_without_people=True)
     if summary.num_images != num_images:
       raise RuntimeError(f"embedded {split} split: wrote {summary.num_images} of {num_images} "
                          f"images:\n{summary.skips.summary()}")
