@@ -1,21 +1,28 @@
-"""Ground truth as decoded examples (ARCHITECTURE.md 1), through the training path.
+"""Ground truth as decoded examples (ARCHITECTURE.md 1) and as targets at the test geometry.
 
-The oracle and the substitution analysis (`experiments.oracle`, `experiments.diagnose`) read an
-annotation file this way, so that they see exactly what the TFRecord writer and the decoder give
-the trainer.
+The oracle and the substitution analysis (`experiments.oracle_runner`, `experiments.diagnose`)
+read an annotation file with `decoded_examples`, so that they see exactly what the TFRecord writer
+and the decoder give the trainer, and encode each image with `encode_at_test_scale`: the
+deterministic inference transform (as `kdc_tf.inference.Predictor` sees an image) and the real
+target encoder, i.e. perfect head outputs at the test geometry.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+import dataclasses
+from typing import Dict, Iterator, Optional
 
 import tensorflow as tf
 from absl import logging
 
 from data_pipeline import annotations as annotation_readers
 from data_pipeline import tfrecord_io
+from data_pipeline.augmentation import resize_and_pad_example
+from data_pipeline.targets import encode_targets
 from data_pipeline.tfrecord_writer import serialize_record
+from kdc_tf.config import EncoderConfig
 from kdc_tf.datasets import get_dataset_spec
+from kdc_tf.geometry import Geometry, inference_scale
 
 
 def decoded_examples(annotations_path: str, images_dir: str, dataset: str,
@@ -48,3 +55,28 @@ def decoded_examples(annotations_path: str, images_dir: str, dataset: str,
     yield tfrecord_io.decode_example(tf.constant(serialized), num_keypoints)
   if skipped.total():
     skipped.log(f"images skipped and left out of the evaluation ({images_dir})")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedGroundTruth:
+  """One decoded example at the test geometry, with the encoder's targets of it."""
+
+  # The deterministic inference transform of the example (ARCHITECTURE.md 2).
+  augmented: Dict[str, tf.Tensor]
+  # The target encoder's output on `augmented` (ARCHITECTURE.md 3).
+  targets: Dict[str, tf.Tensor]
+  # (H, W) of the original image, where results are reported.
+  image_size: tf.Tensor
+  # Input pixels per original pixel (`kdc_tf.geometry.inference_scale`).
+  input_scale: tf.Tensor
+
+
+def encode_at_test_scale(example: dict, geometry: Geometry,
+                         encoder_config: EncoderConfig = EncoderConfig()) -> EncodedGroundTruth:
+  """A decoded example resized and padded to `geometry.input_size` and encoded into targets."""
+  image_size = tf.shape(example["image"])[:2]
+  augmented = resize_and_pad_example(example, geometry.input_size)
+  return EncodedGroundTruth(
+      augmented=augmented, targets=encode_targets(augmented, geometry, encoder_config),
+      image_size=image_size,
+      input_scale=inference_scale(image_size[0], image_size[1], geometry.input_size))

@@ -28,8 +28,6 @@ import csv
 import dataclasses
 import os
 import re
-import subprocess
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
@@ -38,7 +36,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
-from experiments import ablation_grid, common_flags
+from experiments import ablation_grid, common_flags, oracle_runner
 from experiments.evaluation_runner import predict_dataset
 from experiments.presets import quickstart_config
 from kdc_tf import evaluation
@@ -129,25 +127,17 @@ def measure(run: ablation_grid.Run, model_dir: str, coco_gt, val_images: str,
 
 def run_oracle(run: ablation_grid.Run, val_annotations: str,
                val_images: str) -> Dict[str, Optional[float]]:
-  """`experiments.oracle` (a binary: run as one) with the row's geometry and decoder settings."""
-  shape = run.experiment.geometry
+  """The oracle (`experiments.oracle_runner`) at the row's geometry with its decoder settings."""
+  geometry = dataclasses.replace(run.experiment.geometry, dataset=FLAGS.dataset)
   decoding = run.hparams
-  command = [sys.executable, "-m", "experiments.oracle", f"--annotations={val_annotations}",
-             f"--images={val_images}", f"--dataset={FLAGS.dataset}",
-             f"--input_size={shape.input_size}", f"--output_stride={shape.output_stride}",
-             f"--disk_radius={shape.disk_radius}",
-             f"--pgo_sigma_high={decoding['pgo_sigma_high']}",
-             f"--pgo_sigma_low={decoding['pgo_sigma_low']}",
-             f"--igo_sigma={decoding['igo_sigma']}",
-             "--use_keycentroid" if decoding["use_keycentroid"] else "--nouse_keycentroid"]
-  if FLAGS.max_images:
-    command.append(f"--max_images={FLAGS.max_images}")
-  completed = subprocess.run(command, capture_output=True, text=True, check=False)
-  if completed.returncode:
-    raise RuntimeError(f"the oracle failed for {run.setting}: {completed.stderr[-2000:]}")
-  figures = dict(part.split("=") for part in completed.stdout.strip().splitlines()[-1].split())
-  return {"keypoints_AP": float(figures["keypoints_AP"]),
-          "segm_AP": float(figures["segm_AP"]) if "segm_AP" in figures else None}
+  grouping_config = dataclasses.replace(
+      GroupingConfig(), pgo_sigma_high=decoding["pgo_sigma_high"],
+      pgo_sigma_low=decoding["pgo_sigma_low"], igo_sigma=decoding["igo_sigma"],
+      use_keycentroid=decoding["use_keycentroid"])
+  stats = oracle_runner.run_oracle(val_annotations, val_images, geometry, grouping_config,
+                                   FLAGS.max_images).report.stats
+  return {"keypoints_AP": stats[KEYPOINTS]["AP"],
+          "segm_AP": stats[SEGM]["AP"] if SEGM in stats else None}
 
 
 def _slug(text: str) -> str:

@@ -24,16 +24,13 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from data_pipeline import synthetic
-from data_pipeline.augmentation import resize_and_pad_example
-from data_pipeline.ground_truth_examples import decoded_examples
-from data_pipeline.targets import encode_targets
+from data_pipeline.ground_truth_examples import decoded_examples, encode_at_test_scale
 from experiments import common_flags
 from kdc_tf import evaluation, grouping
 from kdc_tf.checkpoints import restore_model
 from kdc_tf.config import ExperimentConfig
 from kdc_tf.datasets import get_dataset_spec
 from kdc_tf.evaluation import diagnosis
-from kdc_tf.geometry import inference_scale
 
 FLAGS = flags.FLAGS
 
@@ -56,19 +53,17 @@ def diagnosis_cases(model: keras.Model, experiment: ExperimentConfig,
   """Per decoded example: the model's grouping inputs and the encoder's targets, same geometry.
 
   The model sees the deterministic test transform (as `Predictor` does); the targets come from the
-  real encoder on the same transform of the ground truth (as the oracle builds them).
+  real encoder on the same transform of the ground truth (`encode_at_test_scale`, as the oracle
+  builds them).
   """
   forward = tf.function(lambda image: grouping.model_outputs_to_grouping_inputs(
       model(image[tf.newaxis], training=False)))
   for example in examples:
-    size = tf.shape(example["image"])[:2]
-    input_size = experiment.geometry.input_size
-    augmented = resize_and_pad_example(example, input_size)
-    targets = encode_targets(augmented, experiment.geometry, experiment.encoder)
+    encoded = encode_at_test_scale(example, experiment.geometry, experiment.encoder)
     yield diagnosis.DiagnosisCase(
-        image_id=int(example["image_id"]), predicted=forward(augmented["image"]),
-        truth={key: targets[key] for key in diagnosis.HEADS}, image_size=size,
-        input_scale=inference_scale(size[0], size[1], input_size),
+        image_id=int(example["image_id"]), predicted=forward(encoded.augmented["image"]),
+        truth={key: encoded.targets[key] for key in diagnosis.HEADS},
+        image_size=encoded.image_size, input_scale=encoded.input_scale,
         has_masks=bool(example["has_masks"]))
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
-from experiments import oracle
+from experiments import oracle_runner
 from kdc_tf.config import ExperimentConfig, TrainConfig
 from kdc_tf.evaluation import diagnosis
 from kdc_tf.geometry import Geometry
@@ -54,8 +54,9 @@ def test_every_substitution_is_a_row_of_the_table(diagnosed):
 
 def test_all_replaced_is_the_oracle_and_the_model_is_below_it(diagnosed):
   data = diagnosed["data"]
-  reference = oracle.run_oracle(data["annotations_val"], data["images_val"], "coco", SIZE,
-                                max_images=MAX_IMAGES).report.stats
+  reference = oracle_runner.run_oracle(data["annotations_val"], data["images_val"],
+                                       Geometry(dataset="coco", input_size=SIZE),
+                                       max_images=MAX_IMAGES).report.stats
   rows = diagnosed["rows"]
   everything, model = rows["GT all (oracle)"], rows["model"]
   assert float(everything["keypoints AP"]) == pytest.approx(reference["keypoints"]["AP"], abs=5e-4)

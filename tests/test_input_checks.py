@@ -176,8 +176,8 @@ def test_evaluate_skips_a_corrupt_image_and_counts_it(images_with_a_corrupt_one)
 
 
 def test_oracle_skips_a_corrupt_image_and_counts_it(images_with_a_corrupt_one):
-  from experiments import oracle
+  from data_pipeline.ground_truth_examples import decoded_examples
   path, images = images_with_a_corrupt_one
-  assert [int(e["image_id"]) for e in oracle.decoded_examples(path, images, "coco")] == [1]
+  assert [int(e["image_id"]) for e in decoded_examples(path, images, "coco")] == [1]
   with pytest.raises(ValueError, match=r"image 2: .*bad\.jpg"):
-    list(oracle.decoded_examples(path, images, "coco", fail_on_bad_image=True))
+    list(decoded_examples(path, images, "coco", fail_on_bad_image=True))

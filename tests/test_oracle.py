@@ -5,23 +5,25 @@ import re
 import numpy as np
 import pytest
 
-from experiments import oracle
+from experiments import oracle_runner
 from kdc_tf import evaluation
 from kdc_tf.evaluation.mask_ceiling import grid_masks_to_image
+from kdc_tf.geometry import Geometry
 
 TEST_SCALE = 401
 
 
 @pytest.fixture(scope="module")
 def coco_oracle(coco_sample_dir):
-  return oracle.run_oracle(str(coco_sample_dir / "test_coco.json"), str(coco_sample_dir),
-                           "coco", TEST_SCALE)
+  return oracle_runner.run_oracle(str(coco_sample_dir / "test_coco.json"), str(coco_sample_dir),
+                                  Geometry(dataset="coco", input_size=TEST_SCALE))
 
 
 @pytest.fixture(scope="module")
 def crowdpose_oracle(crowdpose_sample_dir):
-  return oracle.run_oracle(str(crowdpose_sample_dir / "test_crowdpose.json"),
-                           str(crowdpose_sample_dir), "crowdpose", TEST_SCALE)
+  return oracle_runner.run_oracle(str(crowdpose_sample_dir / "test_crowdpose.json"),
+                                  str(crowdpose_sample_dir),
+                                  Geometry(dataset="crowdpose", input_size=TEST_SCALE))
 
 
 def test_oracle_keypoint_ap_is_near_perfect(coco_oracle):
