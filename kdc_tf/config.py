@@ -82,7 +82,8 @@ class GroupingConfig:
   nms_radius: float = 10.0
   # The tree walk does not place a keypoint (score 0, nor anything beyond it) that the KeyCentroid
   # refinements move further than this, in disk radii, from where the mid-range offset put it: it
-  # jumped to another person (kdc_tf.grouping.poses).
+  # jumped to another person (kdc_tf.grouping.poses). On learned maps the limit grows with the
+  # KeyCentroid field's measured inconsistency (`poses.refinement_noise`).
   max_refinement_shift: float = 0.25
   # Keypoints above this score define a person's mask centroid (DM_c).
   centroid_keypoint_threshold: float = 0.05

@@ -570,3 +570,47 @@ def test_decoding_without_keycentroid_takes_keypoints_from_heatmap_peaks():
   voted_error, _ = _match(voted["keypoints"][:max(voted["num_people"], 1)], scene["keypoints"])
   assert voted_error[0] > 2.0 * error[0]
 
+
+
+def _learned_like(inputs, rng, offset_noise=3.0):
+  """Perfect targets made to look learned: KeyCentroid and mid-range offsets off by Gaussian noise
+  of `offset_noise` input pixels per component, probabilities softened, the mask embeddings
+  pointing only halfway to their centre (a half-trained head undershoots)."""
+  def noisy(key):
+    value = inputs[key].numpy()
+    return tf.constant(value + rng.normal(0.0, offset_noise, value.shape).astype(np.float32))
+  return {"heatmap": inputs["heatmap"] * 0.8 + 0.05, "keycentroid": noisy("keycentroid"),
+          "midrange": noisy("midrange"), "seg": inputs["seg"] * 0.8 + 0.05,
+          "mask_offset": inputs["mask_offset"] * 0.5}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noisy_learned_like_maps_do_not_fragment_a_person(eager_grouper, seed):
+  """On a trained network's maps the KeyCentroid refinements move every walked keypoint by a few
+  pixels. The walk's support tests, calibrated on perfect maps, cut such a person into fragments
+  (the quick-start model: 312 people for 36); scaled by the field's own inconsistency
+  (`poses.refinement_noise`), they keep it whole."""
+  rng = np.random.default_rng(seed)
+  scene = scenes.make_scene(COCO, SIZE, [(75.0, 12.0, 130.0)], rng)
+  inputs = _learned_like(_targets(scene), rng)
+  result = _run(eager_grouper, inputs)
+  assert result["num_people"] == 1
+  keypoints = result["keypoints"][0]
+  assert np.all(keypoints[:, 2] > 0)
+  error = np.linalg.norm(keypoints[:, :2] - scene["keypoints"][0, :, :2], axis=-1)
+  assert np.median(error) < 3.0 and error.max() < 10.0
+
+
+def test_refinement_noise_is_zero_on_perfect_maps_and_tracks_offset_noise():
+  scene = scenes.make_scene(COCO, SIZE, [(75.0, 12.0, 130.0)], np.random.default_rng(3))
+  inputs = _targets(scene)
+  truth = tf.constant(scene["keypoints"][0, :, :2])
+  types = tf.range(COCO.num_keypoints)
+  valid = tf.ones([COCO.num_keypoints], tf.bool)
+  perfect = poses.refinement_noise(truth, types, valid, inputs["keycentroid"], 8)
+  assert float(perfect) < 1e-3
+  noisy = _learned_like(inputs, np.random.default_rng(3), offset_noise=2.0)["keycentroid"]
+  # |N(0, 2)^2| has median 2 * sqrt(2 ln 2) = 2.35; bilinear reads average four cells' noise.
+  assert 0.8 < float(poses.refinement_noise(truth, types, valid, noisy, 8)) < 3.0
+  none_valid = poses.refinement_noise(truth, types, tf.zeros_like(valid), noisy, 8)
+  assert float(none_valid) == 0.0

@@ -202,9 +202,11 @@ class Grouper(tf.Module):
                                 tf.stack([candidates.cells, candidates.types], axis=-1))
     seeds = tf.clip_by_value(tf.gather(cell_points, candidates.cells) + seed_offsets, 0.0,
                              self._input_size - 1.0)
+    noise = poses.refinement_noise(seeds, candidates.types, candidates.valid, keycentroid,
+                                   self._stride)
     walked, found = poses.walk(seeds, candidates.types, keycentroid, midrange, self._edge_orders,
                                self._stride, self._input_size,
-                               self._config.max_refinement_shift * self._disk_radius)
+                               self._config.max_refinement_shift * self._disk_radius, noise)
     all_types = tf.broadcast_to(tf.range(k), walked.shape[:2])
     evidence = sampling.sample_groups(voting.window_mass(votes), walked, all_types, 1,
                                       self._stride)[..., 0]

@@ -16,7 +16,9 @@ KeyCentroid refinements move it further than `max_shift` from where the step put
 another person's disk), or when the last refinement still moves it more than `RESIDUAL_FRACTION`
 of that (two people's disks of that type mix there, so the mid-range offsets read there may be the
 other person's). Unfound keypoints score 0, suppress no candidate and count in no repeat test; the
-pieces this leaves are rejoined by `merging`.
+pieces this leaves are rejoined by `merging`. The two refinement limits grow with the image's
+`refinement_noise` (how far one more refinement moves the refined seeds: 0 on perfect maps), so
+that a trained network's imprecise offsets do not cut every person into pieces.
 
 Deviation from DESIGN.md: a selected person whose whole pose repeats an earlier one (at least
 `DUPLICATE_FRACTION` of its keypoints within the NMS radius of that person's keypoints of the same
@@ -51,6 +53,12 @@ MIN_STEP = 0.5
 # largest shift: a larger move means that the disks of two people's keypoints of that type mix
 # at the point, and the mid-range offsets read there may be the other person's.
 RESIDUAL_FRACTION = 0.25
+# The shift and residual limits grow by these multiples of the KeyCentroid field's own
+# inconsistency (`refinement_noise`: 0 on perfect maps, 1 - 2 px on the quick-start model's): a
+# trained field moves every walked keypoint by a few pixels, and one failed test among the K - 1
+# steps cuts a person, so the limits sit in the tail of that noise (docs/grouping.md).
+SHIFT_NOISE = 16.0
+RESIDUAL_NOISE = 8.0
 # A person with at least this fraction of its keypoints within the NMS radius of an earlier
 # person's is that person again (see the module docstring).
 DUPLICATE_FRACTION = 0.5
@@ -92,7 +100,7 @@ class Walk(NamedTuple):
 
 def walk(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor, midrange: tf.Tensor,
          edge_orders: np.ndarray, stride: int, canvas_size: int,
-         max_shift: Optional[float] = None) -> Walk:
+         max_shift: Optional[float] = None, noise: tf.Tensor | float = 0.0) -> Walk:
   """Poses grown from every seed at once, with the keypoints the walk could place.
 
   Args:
@@ -131,12 +139,25 @@ def walk(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor, midran
       shift = tf.reduce_sum(tf.square(point - reached), axis=-1)
       length = tf.reduce_sum(tf.square(step_offset), axis=-1)
       residual = tf.reduce_sum(tf.square(last_move), axis=-1)
-      supported &= ((shift <= max_shift * max_shift) & (length >= MIN_STEP * MIN_STEP)
-                    & (residual <= tf.square(RESIDUAL_FRACTION * max_shift)))
+      shift_limit = max_shift + SHIFT_NOISE * noise
+      residual_limit = RESIDUAL_FRACTION * max_shift + RESIDUAL_NOISE * noise
+      supported &= ((shift <= shift_limit * shift_limit) & (length >= MIN_STEP * MIN_STEP)
+                    & (residual <= residual_limit * residual_limit))
     target_index = tf.stack([rows, target], axis=-1)
     poses = tf.tensor_scatter_nd_update(poses, target_index, point)
     found = tf.tensor_scatter_nd_update(found, target_index, supported)
   return Walk(poses, found)
+
+
+def refinement_noise(seeds: tf.Tensor, seed_types: tf.Tensor, valid: tf.Tensor,
+                     keycentroid: tf.Tensor, stride: int) -> tf.Tensor:
+  """float32 `[]`: the median over the valid candidates of how far one more KeyCentroid
+  refinement moves a refined seed (input pixels); 0 on perfect maps."""
+  moves = tf.norm(sampling.sample_groups(keycentroid, seeds, seed_types, 2, stride), axis=-1)
+  ordered = tf.sort(tf.where(valid, moves, float("inf")))
+  count = tf.reduce_sum(tf.cast(valid, tf.int32))
+  median = tf.gather(ordered, tf.maximum(count - 1, 0) // 2)
+  return tf.where(count > 0, median, 0.0)
 
 
 def walk_tree(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor,
