@@ -47,10 +47,11 @@ def define_flags() -> None:
   flags.DEFINE_string("output", None, "Optional: write the oracle's COCO results JSON here.")
   flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image; by default "
                     "it is skipped, counted and left out of the evaluation.")
-  flags.DEFINE_bool("jit_compile", False, "Compile the grouping with XLA (pays a compilation first; "
-                    "faster per image on long runs).")
+  flags.DEFINE_bool("jit_compile", False, "Compile the grouping with XLA (pays a compilation "
+                    "first; faster per image on long runs).")
   flags.DEFINE_enum("synthetic", None, ["occlusion"], "Instead of --annotations/--images: "
-                    "generated scenes (occlusion: OCHuman-like, data_pipeline.synthetic_occlusion).")
+                    "generated scenes (occlusion: OCHuman-like, "
+                    "data_pipeline.synthetic_occlusion).")
   flags.DEFINE_integer("num_images", 100, "Generated scenes (with --synthetic).")
   flags.DEFINE_integer("seed", 0, "Scene generator seed (with --synthetic).")
   flags.DEFINE_string("synthetic_dir", None, "Keep the generated scenes here (with --synthetic); "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -294,15 +294,11 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
 
 def read_config_file(path: str, base: Optional[ExperimentConfig] = None) -> ExperimentConfig:
   """`base` (default `ExperimentConfig()`) with the sections and fields a JSON file gives."""
-  with tf.io.gfile.GFile(path) as f:
-    try:
-      values = json.load(f)
-    except json.JSONDecodeError as error:
-      raise ValueError(f"{path} is not valid JSON: {error}") from None
-  try:
+  def build(values: Dict[str, Any]) -> ExperimentConfig:
     return merge_config(base or ExperimentConfig(), _upgrade(values, complete=False))
-  except (TypeError, ValueError) as error:
-    raise ValueError(f"{path}: {error}") from None
+
+  return _read_config_json(path, build, invalid_json="{path} is not valid JSON: {error}",
+                           invalid_config="{path}: {error}")
 
 
 def save_config(config: ExperimentConfig, model_dir: str) -> str:
@@ -323,12 +319,27 @@ def load_config(model_dir: str) -> ExperimentConfig:
   path = os.path.join(model_dir, CONFIG_FILENAME)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"no {CONFIG_FILENAME} in {model_dir}: not a kdc-tf model_dir")
+  return _read_config_json(
+      path, ExperimentConfig.from_dict, invalid_json="{path}: not valid JSON ({error}); truncated?",
+      invalid_config="{path} does not describe a kdc-tf experiment: {error}")
+
+
+def _read_config_json(path: str, build: Callable[[Dict[str, Any]], ExperimentConfig],
+                      invalid_json: str, invalid_config: str) -> ExperimentConfig:
+  """Parses a JSON object from `path` (local or remote: tf.io.gfile) and builds a config from it.
+
+  Errors are ValueErrors naming the file: `invalid_json` when it does not parse, `invalid_config`
+  when it is not a configuration (also JSON that is not an object), formatted with `path` and
+  `error`.
+  """
   with tf.io.gfile.GFile(path) as f:
     try:
       values = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e}); truncated?") from None
+    except json.JSONDecodeError as error:
+      raise ValueError(invalid_json.format(path=path, error=error)) from None
   try:
-    return ExperimentConfig.from_dict(values)
+    if not isinstance(values, dict):
+      raise TypeError(f"expected a JSON object of config sections, got {type(values).__name__}")
+    return build(values)
   except (TypeError, ValueError) as error:
-    raise ValueError(f"{path} does not describe a kdc-tf experiment: {error}") from None
+    raise ValueError(invalid_config.format(path=path, error=error)) from None

@@ -47,6 +47,16 @@ def test_unknown_keys_are_refused_naming_them(tmp_path):
     load_config(str(tmp_path))
 
 
+def test_json_that_is_not_an_object_is_refused_naming_the_file(tmp_path):
+  (tmp_path / config_lib.CONFIG_FILENAME).write_text("[1, 2]")
+  with pytest.raises(ValueError, match=r"experiment_config\.json does not describe .*got list"):
+    load_config(str(tmp_path))
+  path = tmp_path / "ablation.json"
+  path.write_text('"static"')
+  with pytest.raises(ValueError, match=r"ablation\.json: expected a JSON object .*got str"):
+    config_lib.read_config_file(str(path))
+
+
 def test_save_and_load_round_trip_with_one_geometry(tmp_path):
   config = ExperimentConfig(geometry=Geometry(input_size=193, disk_radius=8.0))
   save_config(config, str(tmp_path))
