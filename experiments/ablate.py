@@ -12,10 +12,11 @@ base model's checkpoint (`--base_model_dir` names an already trained one). Every
 on the validation images (keypoint and mask AP, per-keypoint-type OKS term and confidence) and,
 with --oracle, also through the oracle (ground truth as perfect head outputs, same decoder).
 
-Default: the embedded synthetic data and the quick-start budget (tiny trunk, 193 x 193, R = 16,
-900 steps of batch 8 at 3e-3), so the whole grid runs on a CPU. Real data:
---train_pattern, --val_annotations, --val_images, --dataset; the paper's budget: --preset=paper
-(ResNet-101, 401 x 401, R = 32, batch 4, Adam 1e-5; --steps total steps, --weights).
+Default: the embedded synthetic data and the quick start's configuration
+(`experiments.presets.quickstart_config`) trained for --steps, so the whole grid runs on a CPU.
+Real data: --train_pattern, --val_annotations, --val_images, --dataset; the paper's budget:
+--preset=paper (ResNet-101, 401 x 401, R = 32, batch 4, Adam 1e-5; --steps total steps,
+--weights).
 
 Writes <work_dir>/ablations.md (Markdown tables laid out like the paper's), ablations.csv and
 TensorBoard HParams under <work_dir>/hparams (`tensorboard --logdir <work_dir>/hparams`, HPARAMS

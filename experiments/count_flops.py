@@ -17,7 +17,7 @@ from typing import Sequence
 import tensorflow as tf
 from absl import app, flags
 
-from kdc_tf.geometry import Geometry
+from experiments import common_flags
 from kdc_tf.modeling import ModelConfig, build_kdc_model, trunk_name
 from kdc_tf.modeling.config import TRUNK_DEPTHS
 
@@ -29,8 +29,7 @@ TRAINING_OVER_FORWARD = 3
 def define_flags() -> None:
   """Defines this binary's flags (in a function so that importing this module defines none)."""
   flags.DEFINE_enum("depth", "101", sorted(TRUNK_DEPTHS), "ResNet trunk depth.")
-  flags.DEFINE_integer("input_size", 401, "Square input size ((S - 1) % 8 == 0).")
-  flags.DEFINE_enum("output_stride", "8", ["8", "16"], "Trunk output stride.")
+  common_flags.define_geometry_flags(output_stride=True)
 
 
 def forward_flops(model: tf.keras.Model, input_size: int) -> int:
@@ -47,7 +46,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = ModelConfig(depth=FLAGS.depth)
-  geometry = Geometry(input_size=FLAGS.input_size, output_stride=int(FLAGS.output_stride))
+  geometry = common_flags.geometry_from_flags()
   model = build_kdc_model(config, geometry)
   total = forward_flops(model, geometry.input_size)
   trunk = forward_flops(model.get_layer(trunk_name(config)), geometry.input_size)
