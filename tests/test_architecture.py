@@ -1,8 +1,8 @@
 """The import graph: layers only import downwards, no module cycle, no binary imports a binary.
 
-Layers, top to bottom: experiments (binaries) -> data_pipeline (datasets, targets) -> kdc_tf
-(library, serving). Read from the source with `ast`, every import counted, also those inside
-functions.
+Layers, top to bottom: experiments (binaries and the libraries they share) -> data_pipeline
+(datasets, targets) -> kdc_tf (library, serving). Read from the source with `ast`, every import
+counted, also those inside functions.
 """
 
 import ast
