@@ -131,6 +131,10 @@ class TrainConfig:
   strategy: str = "mirrored"
   mixed_precision: bool = False
   seed: Optional[int] = None
+  # After the last step, the trained (not frozen) batch-norm layers' moving statistics are
+  # re-estimated on this many training batches with the final weights (kdc_tf.training.batch_norm:
+  # momentum 0.99 leaves them lagging the weights after a short run); 0 keeps the moving averages.
+  batch_norm_reestimation_batches: int = 20
 
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
@@ -139,6 +143,9 @@ class TrainConfig:
                  "summary_every", "image_summary_every", "log_every"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    if self.batch_norm_reestimation_batches < 0:
+      raise ValueError("batch_norm_reestimation_batches must be >= 0, got "
+                       f"{self.batch_norm_reestimation_batches}")
     if self.steps_per_epoch < 0:
       raise ValueError(f"steps_per_epoch must be >= 0 (0: count), got {self.steps_per_epoch}")
     if self.learning_rate <= 0:

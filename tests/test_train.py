@@ -21,6 +21,8 @@ from kdc_tf.config import ExperimentConfig, TrainConfig, apply_overrides, load_c
 from kdc_tf.geometry import OFFSET_SCALE, Geometry
 from kdc_tf.modeling import ModelConfig, trunk_name
 from kdc_tf.training import NonFiniteLossError, Trainer, create_strategy
+from kdc_tf.training import trainer as trainer_module
+from kdc_tf.training.batch_norm import reestimate_batch_norm, trained_batch_norm_layers
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 129
@@ -249,18 +251,28 @@ def _trunk_bn_statistics(trainer):
           for w in (layer.moving_mean, layer.moving_variance)]
 
 
-def test_frozen_trunk_batch_norm_statistics_do_not_move_during_training(tmp_path):
+def test_frozen_trunk_batch_norm_statistics_do_not_move_during_training(tmp_path, monkeypatch):
+  # Nor in the re-estimation after the last step, which only the heads' batch norm goes through.
+  calls = []
+
+  def spy(model, strategy, batches, num_batches):
+    calls.append((num_batches, len(trained_batch_norm_layers(model))))
+    return reestimate_batch_norm(model, strategy, batches, num_batches)
+
+  monkeypatch.setattr(trainer_module, "reestimate_batch_norm", spy)
   pattern = synthetic.ensure_embedded_dataset()["train"]
   config = ExperimentConfig(
       geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny", freeze_batch_norm=True),
       train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-3, epochs=1,
-                        steps_per_epoch=2, seed=0, strategy="one_device"))
+                        steps_per_epoch=2, seed=0, strategy="one_device",
+                        batch_norm_reestimation_batches=3))
   trainer = Trainer(config, str(tmp_path), create_strategy("one_device"))
   before = _trunk_bn_statistics(trainer)
   trainer.run(build_dataset(pattern, config.geometry, config.encoder, config.augment, 2,
                             training=True, seed=0))
   after = _trunk_bn_statistics(trainer)
   assert len(before) > 0
+  assert len(calls) == 1 and calls[0][0] == 3 and calls[0][1] > 0  # The heads' layers.
   for a, b in zip(before, after):
     np.testing.assert_array_equal(a, b)
 
@@ -285,3 +297,31 @@ def test_batch_norm_is_frozen_by_default_with_imagenet_weights_only():
   resumed = dataclasses.replace(ModelConfig(weights="w.h5").with_batch_norm_resolved(),
                                 weights=None)
   assert resumed.with_batch_norm_resolved().freeze_batch_norm is True
+
+
+def test_reestimated_batch_norm_statistics_make_inference_match_training_mode(tmp_path):
+  # One batch, re-estimated on it: the moving statistics become its statistics under the final
+  # weights, so the inference-mode network is the training-mode one; frozen layers keep theirs.
+  pattern = synthetic.ensure_embedded_dataset()["train"]
+  config = ExperimentConfig(
+      geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny", freeze_batch_norm=True),
+      train=TrainConfig(train_pattern=pattern, batch_size=2, epochs=1, steps_per_epoch=1,
+                        seed=0, strategy="one_device"))
+  trainer = Trainer(config, str(tmp_path), create_strategy("one_device"))
+  batch = next(iter(build_dataset(pattern, config.geometry, config.encoder, config.augment, 2,
+                                  training=True, seed=0)))
+  frozen = _trunk_bn_statistics(trainer)
+  layers = trained_batch_norm_layers(trainer.model)
+  assert layers and all(layer.momentum == 0.99 for layer in layers)
+  images = batch[0]
+  training_mode = trainer.model(images, training=True)  # Moves the statistics by 1 %.
+  differs = lambda: max(float(np.max(np.abs(trainer.model(images, training=False)[k] - v)))
+                        for k, v in training_mode.items())
+  assert differs() > 1e-2
+  repeated = iter([batch] * 3)
+  assert reestimate_batch_norm(trainer.model, trainer.strategy, repeated, 3) == len(layers)
+  assert differs() < 1e-3
+  assert all(layer.momentum == 0.99 for layer in layers)
+  for a, b in zip(frozen, _trunk_bn_statistics(trainer)):
+    np.testing.assert_array_equal(a, b)
+

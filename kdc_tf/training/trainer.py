@@ -7,7 +7,9 @@ scaling under mixed precision) and the step counter in its model_dir, then runs
 for every loss term and image summaries, absl logging of progress and speed. A non-finite loss
 stops training before anything is saved, and a checkpoint is written only if its weights are
 finite and give a finite loss on the current batch (an absurd learning rate makes weights finite
-but huge, and the next step NaN), so the last checkpoint is always a usable one. On resume the
+but huge, and the next step NaN), so the last checkpoint is always a usable one. Before the last
+checkpoint, the moving statistics of the trained batch-norm layers are re-estimated with the final
+weights (`train.batch_norm_reestimation_batches`, `kdc_tf.training.batch_norm`). On resume the
 configured learning rate wins over the one stored with the optimizer, and the change is logged.
 """
 
@@ -30,6 +32,7 @@ from kdc_tf.checkpoints import make_checkpoint
 from kdc_tf.config import ExperimentConfig, load_config, save_config
 from kdc_tf.losses import LOSS_TERMS, compute_losses
 from kdc_tf.modeling import build_kdc_model
+from kdc_tf.training.batch_norm import reestimate_batch_norm
 from kdc_tf.visualization.summaries import summary_images
 
 _MAX_SUMMARY_IMAGES = 2
@@ -312,6 +315,9 @@ class Trainer:
           tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate.numpy()),
                             step=step)
           interval = _Meter()
+        if last and train.batch_norm_reestimation_batches:
+          reestimate_batch_norm(self.model, self.strategy, iterator,
+                                train.batch_norm_reestimation_batches)
         if step % train.image_summary_every == 0 or last:
           self._write_images(batch, step)
         if step % train.checkpoint_every == 0 or last:
