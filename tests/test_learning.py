@@ -73,10 +73,11 @@ def _train_and_evaluate(data, steps: int, name: str):
 
 
 def test_training_raises_ap_on_its_own_images_far_above_an_untrained_model(learnable_set):
+  # Measured 2026-11-30: untrained 0.000 / 0.000; trained 0.944 / 0.303 (keypoints / segm AP);
+  # the oracle on these images gives 1.000 / 0.389 (33 x 33 mask grid); the same training with
+  # train.batch_norm_reestimation_batches=0 gives 0.000 / 0.000 (moving statistics that lag).
   untrained = _train_and_evaluate(learnable_set, 1, "untrained")
   trained = _train_and_evaluate(learnable_set, STEPS, "trained")
-  print("untrained", untrained["keypoints"]["AP"], untrained["segm"]["AP"])
-  print("trained", trained["keypoints"]["AP"], trained["segm"]["AP"])
   assert untrained["keypoints"]["AP"] < 0.1 and untrained["segm"]["AP"] < 0.1
-  assert trained["keypoints"]["AP"] >= 0.5
-  assert trained["segm"]["AP"] >= 0.3
+  assert trained["keypoints"]["AP"] >= 0.6
+  assert trained["segm"]["AP"] >= 0.2
