@@ -58,6 +58,13 @@ RESIDUAL_FRACTION = 0.25
 # trained field moves every walked keypoint by a few pixels, and one failed test among the K - 1
 # steps cuts a person, so the limits sit in the tail of that noise (docs/grouping.md).
 SHIFT_NOISE = 16.0
+# Owned reads (`sampling.sample_owned_targets`): a grid corner counts where its KeyCentroid vote
+# lands within about this many input pixels of the keypoint read at (mid-range step: the source
+# keypoint; refinement: the point being refined), plus `TOLERANCE_NOISE` times the field's
+# inconsistency, so that on a trained network's maps the reads are nearly plain bilinear ones.
+STEP_TOLERANCE = 2.0
+REFINE_TOLERANCE = 1.0
+TOLERANCE_NOISE = 8.0
 RESIDUAL_NOISE = 8.0
 # A person with at least this fraction of its keypoints within the NMS radius of an earlier
 # person's is that person again (see the module docstring).
@@ -126,12 +133,16 @@ def walk(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor, midran
   for step in range(num_types - 1):
     source, target, edge = orders[:, step, 0], orders[:, step, 1], orders[:, step, 2]
     current = tf.gather(poses, source, batch_dims=1)
-    step_offset = sampling.sample_groups(midrange, current, edge, 2, stride)
+    step_offset = sampling.sample_owned_targets(
+        midrange, keycentroid, current, edge, source, stride,
+        STEP_TOLERANCE + TOLERANCE_NOISE * noise) - current
     reached = tf.clip_by_value(current + step_offset, 0.0, limit)
     point = reached
     for _ in range(REFINE_STEPS):
       point = tf.clip_by_value(point, 0.0, limit)
-      last_move = sampling.sample_groups(keycentroid, point, target, 2, stride)
+      last_move = sampling.sample_owned_targets(
+          keycentroid, keycentroid, point, target, target, stride,
+          REFINE_TOLERANCE + TOLERANCE_NOISE * noise) - point
       point += last_move
     point = tf.clip_by_value(point, 0.0, limit)
     supported = tf.gather(found, source, batch_dims=1)

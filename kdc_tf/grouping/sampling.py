@@ -61,6 +61,39 @@ def sample_groups(values: tf.Tensor, points: tf.Tensor, groups: tf.Tensor, depth
   return tf.reduce_sum(corners * weights[..., None], axis=-2)
 
 
+def sample_owned_targets(offsets: tf.Tensor, owners: tf.Tensor, points: tf.Tensor,
+                         groups: tf.Tensor, owner_groups: tf.Tensor, stride: float,
+                         tolerance: tf.Tensor | float) -> tf.Tensor:
+  """Where the offsets of the grid corners around each point lead, counting only the corners
+  that belong to the keypoint at the point: float32 `[..., 2]` input pixels.
+
+  A corner c (grid point p_c) belongs to it when its own KeyCentroid vote `p_c + owners(p_c)` (of
+  type `owner_groups`) lands within about `tolerance` of the point (Gaussian weight); each corner
+  contributes its absolute target `p_c + offsets(p_c)` (channel group `groups`) with its bilinear
+  weight times that. Where two people's disks of the point's type overlap, a plain bilinear read
+  mixes the other person's offsets in; with no corner agreeing it is the plain bilinear read.
+
+  Args:
+    offsets: float32 `[H, W, 2G]`; owners: float32 `[H, W, 2K]` KeyCentroid offsets.
+    points: float32 `[..., 2]`; groups, owner_groups: int32 `[...]`.
+    stride: input pixels per grid cell.
+    tolerance: input pixels (> 0).
+  """
+  height, width, channels = offsets.shape
+  cells, weights = bilinear_corners(points, stride, height, width)
+  corner_points = tf.cast(tf.stack([cells % width, cells // width], axis=-1), tf.float32) * stride
+  num_groups, num_owner_groups = channels // 2, owners.shape[-1] // 2
+  targets = corner_points + tf.gather(tf.reshape(offsets, [height * width * num_groups, 2]),
+                                      cells * num_groups + groups[..., None])
+  votes = corner_points + tf.gather(tf.reshape(owners, [height * width * num_owner_groups, 2]),
+                                    cells * num_owner_groups + owner_groups[..., None])
+  distance = tf.reduce_sum(tf.square(votes - points[..., None, :]), axis=-1)
+  agree = weights * tf.exp(-0.5 * distance / tf.square(tolerance))
+  total = tf.reduce_sum(agree, axis=-1, keepdims=True)
+  use = tf.where(total > 1e-3, agree / tf.maximum(total, 1e-12), weights)
+  return tf.reduce_sum(targets * use[..., None], axis=-2)
+
+
 def sample_nearest(values: tf.Tensor, points: tf.Tensor, stride: float) -> tf.Tensor:
   """Reads every channel of `values` `[H, W, C]` at the grid point nearest to each point
   (`[..., 2]` input pixels, clipped to the grid): float32 `[..., C]`.
