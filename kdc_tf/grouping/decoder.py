@@ -18,7 +18,8 @@ Every compiled stage has static shapes that do not depend on input values, so XL
 once per input size, not once per image (`tests/test_grouping.py` checks it).
 
 Deviations from DESIGN.md 'Decoding', each justified by a measurement in docs/grouping.md or
-docs/occlusion.md: repeated poses suppressed and walks stopped at unsupported keypoints (`poses`),
+docs/occlusion.md: repeated poses suppressed, walks stopped at unsupported keypoints and offsets
+read from the corners that vote for the keypoint (`poses`),
 keypoint scores as vote mass (`voting`), fragments merged (`merging`), mask centroid as the plain
 mean of the confident keypoints (`masks`), mask-only people (`mask_only`).
 

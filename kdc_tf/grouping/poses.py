@@ -20,6 +20,11 @@ pieces this leaves are rejoined by `merging`. The two refinement limits grow wit
 `refinement_noise` (how far one more refinement moves the refined seeds: 0 on perfect maps), so
 that a trained network's imprecise offsets do not cut every person into pieces.
 
+Deviation from DESIGN.md: the mid-range step and the KeyCentroid refinements read the offsets only
+from the grid corners around the point whose own KeyCentroid vote (for the source keypoint's type,
+resp. the refined type) lands on it (`sampling.sample_owned_targets`): where two people's disks of
+a type overlap, the plain bilinear read mixes the other person's offsets into the step.
+
 Deviation from DESIGN.md: a selected person whose whole pose repeats an earlier one (at least
 `DUPLICATE_FRACTION` of its keypoints within the NMS radius of that person's keypoints of the same
 type) is dropped. With the seed rule alone, a spurious local maximum of a score map (a half-trained
