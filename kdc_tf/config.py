@@ -78,7 +78,10 @@ class GroupingConfig:
   max_people: int = 30
   # Local maxima per keypoint type considered as seeds.
   peaks_per_type: int = 30
-  peak_threshold: float = 0.01
+  # Seeds (score-map maxima) and people below this are dropped: 0.1 halves the people a trained
+  # network's maps give and raises their segm AP; perfect maps' seeds score 0.15 and more
+  # (docs/grouping.md, decoder defaults on learned maps).
+  peak_threshold: float = 0.1
   nms_radius: float = 10.0
   # The tree walk does not place a keypoint (score 0, nor anything beyond it) that the KeyCentroid
   # refinements move further than this, in disk radii, from where the mid-range offset put it: it
