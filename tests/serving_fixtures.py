@@ -76,11 +76,14 @@ def build_tiny_export(root: pathlib.Path) -> TinyExport:
 
   define_binary_flags()
   stdout = io.StringIO()
+  # The untrained model's score maps peak below the decoder's default threshold (0.1): 0.01 keeps
+  # people to check.
   with flagsaver.flagsaver(model_dir=str(model_dir), export_dir=str(export_dir),
-                           max_people=MAX_PEOPLE), contextlib.redirect_stdout(stdout):
+                           max_people=MAX_PEOPLE, peak_threshold=0.01), \
+      contextlib.redirect_stdout(stdout):
     export.main(["export"])
   return TinyExport(model_dir, export_dir, model, experiment,
-                    GroupingConfig(max_people=MAX_PEOPLE), stdout.getvalue())
+                    GroupingConfig(max_people=MAX_PEOPLE, peak_threshold=0.01), stdout.getvalue())
 
 
 @pytest.fixture(scope="session")
