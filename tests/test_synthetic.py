@@ -128,7 +128,9 @@ def test_ensure_embedded_dataset_builds_once(tmp_path):
   train_files = tfrecord_io.list_tfrecord_files(paths["train"])
   assert len(train_files) == 2 and len(tfrecord_io.list_tfrecord_files(paths["val"])) == 1
   val = json.loads(pathlib.Path(paths["annotations_val"]).read_text())
-  assert [i["id"] for i in val["images"]] == [5, 6]  # Distinct from the train ids 1..4.
+  # Distinct from the train ids 1..4, and the same whatever the train split's size.
+  assert [i["id"] for i in val["images"]] == [synthetic.EMBEDDED_VAL_FIRST_ID,
+                                               synthetic.EMBEDDED_VAL_FIRST_ID + 1]
   people_per_image = {i["id"]: 0 for i in val["images"]}
   for ann in val["annotations"]:
     people_per_image[ann["image_id"]] += not ann["iscrowd"]
@@ -143,3 +145,9 @@ def test_ensure_embedded_dataset_builds_once(tmp_path):
   synthetic.ensure_embedded_dataset(str(root), num_train=3, num_val=2)  # Other sizes: rebuilt.
   assert len(json.loads((root / "train" / "annotations.json").read_text())["images"]) == 3
   assert not list(tmp_path.glob("embedded.building-*"))
+
+
+def test_embedded_training_split_may_not_reach_the_validation_ids(tmp_path):
+  with pytest.raises(ValueError, match="num_train"):
+    synthetic.ensure_embedded_dataset(str(tmp_path / "embedded"),
+                                      num_train=synthetic.EMBEDDED_VAL_FIRST_ID, num_val=1)
