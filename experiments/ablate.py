@@ -1,7 +1,7 @@
 r"""The paper's ablations from one base configuration: train, evaluate, tabulate.
 
   python -m experiments.ablate [--ablations=centroid,disk_radius,keycentroid,pgo_sigma,igo_sigma] \
-      [--work_dir=work_dirs/ablate] [--steps=900] [--oracle]
+      [--work_dir=work_dirs/ablate] [--steps=N] [--oracle]
 
 Ablations (`experiments.ablation_grid`): centroid (SM_c / DM_c), disk_radius (R = 8 / 16 / 32),
 keycentroid (trained and decoded with it; trained with it and decoded without; trained with
@@ -39,7 +39,7 @@ from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments import ablation_grid, common_flags, oracle_runner
 from experiments.evaluation_runner import predict_dataset
-from experiments.presets import quickstart_config
+from experiments.presets import QUICKSTART_LEARNING_RATE, QUICKSTART_STEPS, quickstart_config
 from kdc_tf import evaluation
 from kdc_tf.config import ExperimentConfig, GroupingConfig, TrainConfig, load_config
 from kdc_tf.evaluation.coco_evaluator import KEYPOINTS, SEGM
@@ -60,10 +60,10 @@ def define_flags() -> None:
                     f"Ablations to run, among {ablation_grid.ABLATIONS}.")
   flags.DEFINE_string("work_dir", "work_dirs/ablate", "Models, tables and HParams logs go here.")
   flags.DEFINE_enum("preset", "quickstart", ["quickstart", "paper"],
-                    "Base configuration: the quick start's (tiny trunk, 193 px, R = 16) or the "
+                    "Base configuration: the quick start's (experiments.presets) or the "
                     "paper's (ResNet-101, 401 px, R = 32, batch 4, Adam 1e-5).")
-  flags.DEFINE_integer("steps", 900, "Training steps of every trained model (the budget).",
-                       lower_bound=1)
+  flags.DEFINE_integer("steps", QUICKSTART_STEPS, "Training steps of every trained model (the "
+                       "budget); default: the quick start's.", lower_bound=1)
   flags.DEFINE_float("learning_rate", None, "Adam learning rate; default: the preset's.")
   flags.DEFINE_string("weights", None, "ImageNet weights .h5 for --preset=paper.")
   flags.DEFINE_integer("seed", 0, "Seed of initialisation and input order.")
@@ -84,8 +84,8 @@ def base_config(train_pattern: str) -> ExperimentConfig:
   if FLAGS.base_model_dir:
     return load_config(FLAGS.base_model_dir)
   if FLAGS.preset == "quickstart":
-    config = quickstart_config(train_pattern, FLAGS.steps, FLAGS.learning_rate or 3e-3,
-                               FLAGS.seed)
+    config = quickstart_config(train_pattern, FLAGS.steps,
+                               FLAGS.learning_rate or QUICKSTART_LEARNING_RATE, FLAGS.seed)
     return dataclasses.replace(
         config, geometry=dataclasses.replace(config.geometry, dataset=FLAGS.dataset))
   steps = FLAGS.steps
