@@ -14,7 +14,7 @@ from experiments import predict
 from kdc_tf import media, prediction
 from kdc_tf.datasets import COCO
 from kdc_tf.visualization.overlay import blend_masks, draw_predictions, instance_colours
-from tests.serving_fixtures import (MAX_PEOPLE, define_binary_flags,  # noqa: F401 (fixture)
+from tests.serving_fixtures import (define_binary_flags,  # noqa: F401 (fixture)
                                     tiny_export)
 
 COCO_IMAGE_NAMES = ("000000000785.jpg", "000000196141.jpg")
@@ -140,11 +140,10 @@ def test_video_gives_an_mp4_overlay_and_per_frame_results(saved_model_fn, tmp_pa
 
 def test_model_dir_predictions_equal_the_saved_model(tiny_export, saved_model_fn,  # noqa: F811
                                                      coco_sample_dir):
-  from kdc_tf.config import GroupingConfig
   from kdc_tf.inference import Predictor
 
-  predictor = Predictor.from_model_dir(str(tiny_export.model_dir),
-                                       GroupingConfig(max_people=MAX_PEOPLE))
+  # The export's own decoder settings (its untrained maps need the low peak threshold).
+  predictor = Predictor.from_model_dir(str(tiny_export.model_dir), tiny_export.grouping_config)
   image = media.read_image(coco_sample_dir / COCO_IMAGE_NAMES[0])
   in_process, served = predictor.predict_numpy(image), saved_model_fn[0](image)
   assert int(in_process["num_people"]) == int(served["num_people"])
