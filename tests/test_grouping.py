@@ -412,12 +412,12 @@ def test_compiled_stages_need_no_input_values(grouper):
   """
   inputs = [_targets(scenes.make_scene(COCO, SIZE, [(80.0, 10.0, 120.0)]))[key]
             for key in INPUT_KEYS]
-  candidate_poses, keypoint_scores, seed_scores, overlaps, _ = grouper._find_poses(*inputs)
+  candidate_poses, keypoint_scores, seed_scores, overlaps, noise, _ = grouper._find_poses(*inputs)
   selected = poses.select_people(overlaps, seed_scores, MAX_PEOPLE, 0.01)
-  maps = grouper._make_people(selected, candidate_poses, keypoint_scores, *inputs[3:])[2]
+  people_args = [selected, candidate_poses, keypoint_scores, noise, *inputs[3:]]
+  maps = grouper._make_people(*people_args)[2]
   for stage, args in ((grouper._find_poses, inputs),
-                      (grouper._make_people,
-                       [selected, candidate_poses, keypoint_scores, *inputs[3:]]),
+                      (grouper._make_people, people_args),
                       (grouper._resampling_tables, [maps])):
     specs = [tf.TensorSpec.from_tensor(arg) for arg in args]
     assert "HloModule" in stage.experimental_get_compiler_ir(*specs)(stage="hlo")
@@ -663,3 +663,64 @@ def test_owned_reads_count_only_the_corners_that_vote_for_the_keypoint():
   wide = sampling.sample_owned_targets(tf.constant(offsets), tf.constant(owners), point, zero,
                                        zero, 8, 1e6)
   np.testing.assert_allclose(wide.numpy(), plain.numpy(), atol=1e-3)
+
+
+def _embedding_field(size, stride, centres_by_region):
+  """mask_offset `[size, size, 2]` whose embeddings point to `centre` in each `(x0, x1, centre)`
+  column band, and an all-foreground seg."""
+  grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).astype(np.float32) * stride
+  offsets = np.zeros((size, size, 2), np.float32)
+  for x0, x1, centre in centres_by_region:
+    band = (grid[..., 0] >= x0) & (grid[..., 0] < x1)
+    offsets[band] = np.asarray(centre, np.float32) - grid[band]
+  return tf.ones([size, size, 1]), tf.constant(offsets)
+
+
+def test_identity_tolerance_is_tight_on_perfect_maps_and_grows_with_noise():
+  assert merging.identity_tolerance(0.0, 10.0).numpy() == pytest.approx(merging.IDENTITY_TOLERANCE)
+  assert merging.identity_tolerance(0.5, 10.0).numpy() == pytest.approx(
+      merging.IDENTITY_TOLERANCE + 0.5 * merging.TOLERANCE_NOISE)
+  assert merging.identity_tolerance(2.0, 10.0).numpy() == pytest.approx(10.0)
+
+
+def test_pieces_of_people_whose_centres_are_a_few_pixels_apart_do_not_merge():
+  """A person standing behind another has its keypoint centre 4 px from the front person's: with
+  the NMS radius (10 px) as the identity tolerance their pieces merged into one mixed person."""
+  stride, radius = 4, 10.0
+  front, back = (100.0, 100.0), (104.0, 100.0)
+  seg, mask_offset = _embedding_field(60, stride, [(0, 100, front), (100, 240, back)])
+  keypoints = np.zeros((2, 4, 2), np.float32)
+  scores = np.zeros((2, 4), np.float32)
+  keypoints[0, :2] = [(60.0, 80.0), (72.0, 120.0)]  # front person's pieces: x < 100
+  keypoints[1, 2:] = [(140.0, 80.0), (152.0, 120.0)]  # back person's: x >= 100
+  scores[0, :2] = scores[1, 2:] = 0.9
+  _, _, keep = merging.merge_fragments(
+      tf.constant(keypoints), tf.constant(scores), tf.ones([2], tf.bool), seg, mask_offset,
+      mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=radius,
+      tolerance=merging.identity_tolerance(0.0, radius))
+  assert keep.numpy().tolist() == [True, True]
+
+
+def test_a_piece_of_occluded_keypoints_completes_its_person():
+  """Person 0 (identity 100, 100) lacks two keypoints whose pixels lie on an occluder's mask, so
+  their embeddings point to the occluder (200, 100) and identities cannot place the piece (1) they
+  form; with it, person 0's keypoint mean lands on its identity. Piece 2 (same types, elsewhere)
+  completes nobody and stays."""
+  stride, radius = 4, 10.0
+  seg, mask_offset = _embedding_field(80, stride, [(0, 120, (100.0, 100.0)),
+                                                   (120, 320, (200.0, 100.0))])
+  keypoints = np.zeros((3, 4, 2), np.float32)
+  scores = np.zeros((3, 4), np.float32)
+  keypoints[0, :2] = [(60.0, 100.0), (80.0, 60.0)]
+  keypoints[1, 2:] = [(130.0, 140.0), (130.0, 100.0)]  # 4 keypoints' mean: (100, 100)
+  keypoints[2, 2:] = [(250.0, 140.0), (260.0, 100.0)]
+  scores[0, :2] = scores[1, 2:] = scores[2, 2:] = 0.9
+  inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([3], tf.bool), seg, mask_offset)
+  settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=radius,
+                  tolerance=merging.identity_tolerance(0.0, radius))
+  assert merging.merge_fragments(*inputs, **settings)[2].numpy().tolist() == [True] * 3
+  completed, completed_scores, keep = merging.complete_people(*inputs, **settings)
+  assert keep.numpy().tolist() == [True, True, False]
+  np.testing.assert_allclose(completed[0].numpy(), keypoints[0] + keypoints[1])
+  np.testing.assert_allclose(completed_scores[0].numpy(), [0.9] * 4)
+  np.testing.assert_allclose(completed[1].numpy(), keypoints[2])

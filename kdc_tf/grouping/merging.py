@@ -21,11 +21,25 @@ other person shares. Measurements: docs/grouping.md.
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
 from kdc_tf.grouping import sampling
+
+# Two embeddings, or two identities, within this many input pixels, plus `TOLERANCE_NOISE` times
+# the KeyCentroid field's inconsistency (`poses.refinement_noise`; 0 on perfect maps), are the
+# same person's; never more than the NMS radius (`identity_tolerance`).
+IDENTITY_TOLERANCE = 2.0
+TOLERANCE_NOISE = 8.0
+
+
+def identity_tolerance(noise: tf.Tensor | float, radius: float) -> tf.Tensor:
+  """float32 `[]`: the identity tolerance (input pixels) for a field of `refinement_noise`
+  `noise`: front / back pairs' centres lie a few pixels apart, so perfect maps need it tight; a
+  trained network's embeddings scatter by several pixels."""
+  return tf.minimum(IDENTITY_TOLERANCE + TOLERANCE_NOISE * tf.convert_to_tensor(noise, tf.float32),
+                    radius)
 
 
 def _first_true(flags: tf.Tensor, axis: int) -> tf.Tensor:
@@ -35,32 +49,31 @@ def _first_true(flags: tf.Tensor, axis: int) -> tf.Tensor:
   return tf.reduce_min(tf.where(flags, positions, size), axis=axis)
 
 
-def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: tf.Tensor,
-                    mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
-                    keypoint_threshold: float, radius: float
-                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """Merges fragments into the person they belong to; survivors keep their order, first.
-
-  Args:
-    keypoints: float32 `[N, K, 2]` input pixels; scores: `[N, K]`; valid: bool `[N]`, in
-      descending seed score.
-    seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
-    mask_stride: mask-grid stride.
-    seg_threshold: a keypoint is on the person mask above it.
-    keypoint_threshold: a keypoint is confident above it.
-    radius: the NMS radius, input pixels.
-
-  Returns:
-    `(keypoints, scores, valid)` of the same shapes.
-  """
-  num_people, num_types = scores.shape
-  people = tf.range(num_people)
-  squared_radius = radius * radius
-  confident = (scores > keypoint_threshold) & valid[:, None]
-  # [a, b, k]: both confident at the same place (a keypoint shared by two decoded people).
-  apart = tf.reduce_sum(tf.square(keypoints[:, None] - keypoints[None]), axis=-1) > squared_radius
+def _shared_keypoints(keypoints: tf.Tensor, confident: tf.Tensor, radius: float
+                      ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """bool `[N, N, K]` each: `both` confident, `apart` (further than `radius`), and `shared` (both
+  confident at the same place: a keypoint shared by two decoded people)."""
+  people = tf.range(confident.shape[0])
+  apart = tf.reduce_sum(tf.square(keypoints[:, None] - keypoints[None]), axis=-1) > radius * radius
   both = confident[:, None] & confident[None]
   shared = both & ~apart & tf.not_equal(people[:, None], people[None])[..., None]
+  return both, apart, shared
+
+
+def identities(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: tf.Tensor,
+               mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+               keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float
+               ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Each person's identity, float32 `[N, 2]` input pixels, and whether it has one, bool `[N]`.
+
+  The embedding that most of the person's confident on-mask keypoints agree with (within
+  `tolerance`, score-weighted), averaged over those that agree; keypoints claimed by an earlier
+  person (within `radius`) are left out. Arguments as in `merge_fragments`.
+  """
+  num_types = scores.shape[1]
+  people = tf.range(scores.shape[0])
+  confident = (scores > keypoint_threshold) & valid[:, None]
+  _, _, shared = _shared_keypoints(keypoints, confident, radius)
   # A broken walk often ends on other people's keypoints: those claimed by an earlier person say
   # nothing about who a fragment is.
   claimed_earlier = tf.reduce_any(shared & (people[:, None] < people[None])[..., None], axis=0)
@@ -75,19 +88,52 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   # those that agree with it: an occluded keypoint lies on the occluder's mask and points to the
   # occluder's centre, which a plain mean would mix in.
   agree = tf.cast(tf.reduce_sum(tf.square(embeddings[:, :, None] - embeddings[:, None]), axis=-1)
-                  <= squared_radius, tf.float32)  # [N, K, K]
+                  <= tf.square(tolerance), tf.float32)  # [N, K, K]
   support = tf.reduce_sum(agree * weights[:, None, :], axis=-1)  # [N, K]
   support = tf.where(weights > 0.0, support, -1.0)
   best = _first_true(support >= tf.reduce_max(support, axis=1, keepdims=True), axis=1)
   weights *= tf.gather(agree, tf.minimum(best, num_types - 1), batch_dims=1)
   total = tf.reduce_sum(weights, axis=1)
-  has_identity = total > 0.0
   identity = (tf.reduce_sum(embeddings * weights[..., None], axis=1)
               / tf.maximum(total, 1e-12)[:, None])
+  return identity, total > 0.0
+
+
+def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: tf.Tensor,
+                    mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+                    keypoint_threshold: float, radius: float,
+                    tolerance: Optional[tf.Tensor | float] = None
+                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Merges fragments into the person they belong to; survivors keep their order, first.
+
+  Args:
+    keypoints: float32 `[N, K, 2]` input pixels; scores: `[N, K]`; valid: bool `[N]`, in
+      descending seed score.
+    seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
+    mask_stride: mask-grid stride.
+    seg_threshold: a keypoint is on the person mask above it.
+    keypoint_threshold: a keypoint is confident above it.
+    radius: the NMS radius, input pixels: keypoints further apart are different keypoints.
+    tolerance: input pixels within which two embeddings, or two identities, are the same
+      person's (default `radius`).
+
+  Returns:
+    `(keypoints, scores, valid)` of the same shapes.
+  """
+  num_people, num_types = scores.shape
+  people = tf.range(num_people)
+  tolerance = radius if tolerance is None else tolerance
+  confident = (scores > keypoint_threshold) & valid[:, None]
+  both, apart, shared = _shared_keypoints(keypoints, confident, radius)
+  identity, has_identity = identities(
+      keypoints, scores, valid, seg, mask_offset, mask_stride=mask_stride,
+      seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
+      tolerance=tolerance)
 
   # Pairs [a, b]: may b (later) merge into a (earlier)? Not if a type is confident in both at
   # different places, unless one of the two is shared with a third person.
-  close = tf.reduce_sum(tf.square(identity[:, None] - identity[None]), axis=-1) <= squared_radius
+  close = (tf.reduce_sum(tf.square(identity[:, None] - identity[None]), axis=-1)
+           <= tf.square(tolerance))
   shared_with_any = tf.reduce_any(shared, axis=0)  # [N, K]
   conflict = tf.reduce_any(both & apart & ~shared_with_any[:, None] & ~shared_with_any[None],
                            axis=-1)
@@ -121,3 +167,65 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   weight = tf.cast(keep, tf.float32)
   return (tf.gather(merged_keypoints, order) * weight[:, None, None],
           tf.gather(merged_scores, order) * weight[:, None], keep)
+
+
+def _first_min_one_hot(costs: tf.Tensor, axis: int) -> tf.Tensor:
+  """bool, the shape of `costs`: the first minimum along `axis`, where it is finite."""
+  lowest = tf.reduce_min(costs, axis=axis, keepdims=True)
+  first = _first_true(costs <= lowest, axis)
+  positions = tf.reshape(tf.range(costs.shape[axis]),
+                         [-1 if i == axis else 1 for i in range(costs.shape.rank)])
+  return tf.equal(positions, tf.expand_dims(first, axis)) & tf.math.is_finite(costs)
+
+
+def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: tf.Tensor,
+                    mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+                    keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float
+                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Gives each incomplete person the piece whose keypoints complete it; arguments and result as
+  in `merge_fragments`.
+
+  A person's embeddings point to the mean of its labelled keypoints (DM_c), so a person decoded
+  whole has its keypoint mean at its identity. A person whose mean is off its identity by more
+  than `tolerance` lacks keypoints; a piece with none of its keypoint types completes it when the
+  mean of both lies within `tolerance` of its identity. This finds the pieces that identities
+  alone cannot place: occluded keypoints lie on the occluder's mask, so their embeddings point to
+  the occluder. Each piece goes to the person it completes best, each person takes its best
+  piece (a second round completes no more people on the occlusion scenes).
+  """
+  num_people = scores.shape[0]
+  people = tf.range(num_people)
+  squared_tolerance = tf.square(tolerance)
+  confident = (scores > keypoint_threshold) & valid[:, None]
+  identity, has_identity = identities(
+      keypoints, scores, valid, seg, mask_offset, mask_stride=mask_stride,
+      seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
+      tolerance=tolerance)
+  weight = tf.cast(confident, tf.float32)
+  count = tf.reduce_sum(weight, axis=1)  # [N]
+  total = tf.reduce_sum(keypoints * weight[..., None], axis=1)  # [N, 2]
+  own_gap = tf.reduce_sum(tf.square(total / tf.maximum(count, 1.0)[:, None] - identity), -1)
+  whole = has_identity & (own_gap <= squared_tolerance)
+  union = ((total[:, None] + total[None])
+           / tf.maximum(count[:, None] + count[None], 1.0)[..., None])  # [a, b, 2]
+  union_gap = tf.reduce_sum(tf.square(union - identity[:, None]), axis=-1)  # [a, b]
+  disjoint = ~tf.reduce_any(confident[:, None] & confident[None], axis=-1)
+  fits = ((has_identity & ~whole)[:, None] & ~whole[None] & (count > 0.0)[None] & disjoint
+          & tf.not_equal(people[:, None], people[None]) & (union_gap <= squared_tolerance))
+  costs = tf.where(fits, union_gap, float("inf"))
+  chosen = _first_min_one_hot(costs, axis=0)  # each piece b: the person a it completes best
+  take = _first_min_one_hot(tf.where(chosen, costs, float("inf")), axis=1)
+  take &= ~tf.reduce_any(take, axis=0)[:, None]  # a person given away takes nothing
+  given = tf.reduce_any(take, axis=0)
+  take_weight = tf.cast(take, tf.float32)
+  from_piece = tf.linalg.matmul(take_weight, weight) > 0.0  # [a, K]
+  piece_keypoints = tf.einsum("ab,bkc->akc", take_weight, keypoints)
+  piece_scores = tf.linalg.matmul(take_weight, scores)
+  keypoints = tf.where(from_piece[..., None], piece_keypoints, keypoints)
+  scores = tf.where(from_piece, piece_scores, scores)
+  valid &= ~given
+  order = tf.argsort(tf.where(valid, people, num_people + people))
+  valid = tf.gather(valid, order)
+  weight = tf.cast(valid, tf.float32)
+  return (tf.gather(keypoints, order) * weight[:, None, None],
+          tf.gather(scores, order) * weight[:, None], valid)
