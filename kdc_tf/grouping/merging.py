@@ -7,15 +7,20 @@ The MaskCentroid embedding still ties the pieces together: every pixel of a pers
 included, points to the same centre C_j. So each decoded person gets an identity, the
 score-weighted mean embedding `q + mask_offset(q)` of its confident keypoints that lie on the
 person mask and that no earlier (higher-seeded) person shares (a broken walk often ends on other
-people's keypoints). A person merges into the earliest one whose identity is within the NMS
-radius of its own, unless the two disagree: a keypoint type confident in both at places more than
+people's keypoints). A person merges into the earliest one whose identity is within the identity
+tolerance of its own (`identity_tolerance`: 2 px on perfect maps, where a person standing behind
+another has its centre a few pixels from the front person's; up to the NMS radius on a trained
+network's noisier maps), unless the two disagree: a keypoint type confident in both at places more than
 the NMS radius apart means two people (unless one of the two keypoints is shared with a third
 person). The identity is the embedding that most of the person's confident keypoints agree with
 (score-weighted), averaged over those that agree, each read at the nearest mask-grid point: an
 occluded keypoint lies on the occluder's mask and points to the occluder's centre, and a bilinear
 read mixes a thin limb's offsets with the background's (docs/occlusion.md). The merged person
 keeps, per type, the keypoint of highest score among its pieces, preferring confident ones that no
-other person shares. Measurements: docs/grouping.md.
+other person shares. Then `complete_people` gives a person whose keypoint mean is off its identity
+the piece that brings the mean onto it: a piece of occluded keypoints, whose embeddings point to
+the occluder. Both are deviations from DESIGN.md. Measurements: docs/grouping.md,
+docs/occlusion.md.
 """
 
 from __future__ import annotations
