@@ -717,10 +717,65 @@ def test_a_piece_of_occluded_keypoints_completes_its_person():
   scores[0, :2] = scores[1, 2:] = scores[2, 2:] = 0.9
   inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([3], tf.bool), seg, mask_offset)
   settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=radius,
-                  tolerance=merging.identity_tolerance(0.0, radius))
+                  tolerance=merging.identity_tolerance(0.0, radius), exact=True)
   assert merging.merge_fragments(*inputs, **settings)[2].numpy().tolist() == [True] * 3
+  unchanged = merging.complete_people(*inputs, **{**settings, "exact": False})
+  assert unchanged[2].numpy().tolist() == [True] * 3
   completed, completed_scores, keep = merging.complete_people(*inputs, **settings)
   assert keep.numpy().tolist() == [True, True, False]
   np.testing.assert_allclose(completed[0].numpy(), keypoints[0] + keypoints[1])
   np.testing.assert_allclose(completed_scores[0].numpy(), [0.9] * 4)
   np.testing.assert_allclose(completed[1].numpy(), keypoints[2])
+
+
+def test_pieces_hidden_behind_a_whole_person_merge_with_nothing():
+  """Two one-keypoint pieces lie on the mask of a person decoded whole (its keypoint mean is its
+  identity), so their embeddings point to it: they are keypoints of people behind it. Before,
+  both merged into the whole person (types it lacks), adding two wrong keypoints."""
+  stride, radius = 4, 10.0
+  seg, mask_offset = _embedding_field(80, stride, [(0, 320, (100.0, 100.0))])
+  keypoints = np.zeros((3, 5, 2), np.float32)
+  scores = np.zeros((3, 5), np.float32)
+  keypoints[0, :3] = [(80.0, 100.0), (120.0, 100.0), (100.0, 100.0)]  # mean (100, 100)
+  keypoints[1, 3] = (90.0, 130.0)
+  keypoints[2, 4] = (110.0, 70.0)
+  scores[0, :3] = scores[1, 3] = scores[2, 4] = 0.9
+  inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([3], tf.bool), seg, mask_offset)
+  settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=radius,
+                  tolerance=merging.identity_tolerance(0.0, radius))
+  assert merging.merge_fragments(*inputs, **settings)[2].numpy().tolist() == [True, False, False]
+  _, _, keep = merging.merge_fragments(*inputs, exact=True, **settings)
+  assert keep.numpy().tolist() == [True, True, True]
+
+
+def test_embedding_noise_is_zero_on_perfect_maps_and_tracks_embedding_scatter():
+  scene = scenes.make_scene(COCO, SIZE, [(35.0, 8.0, 140.0), (85.0, 15.0, 120.0)],
+                            np.random.default_rng(4))
+  inputs = _targets(scene)
+  settings = dict(mask_stride=4, seg_threshold=0.5)
+  assert merging.embedding_noise(inputs["seg"], inputs["mask_offset"], **settings).numpy() < 1e-4
+  noisy = inputs["mask_offset"] + tf.random.stateless_normal(inputs["mask_offset"].shape, (1, 2),
+                                                             stddev=3.0)
+  noise = merging.embedding_noise(inputs["seg"], noisy, **settings).numpy()
+  assert 2.0 < noise < 8.0  # the distance between two points scattered by 3 px: median ~4.9 px
+  assert merging.embedding_noise(tf.zeros_like(inputs["seg"]), noisy, **settings).numpy() == 0.0
+
+
+def test_a_fragment_gets_its_whole_person_mask(eager_grouper):
+  """Unmerged pieces of a person split at its unlabelled nose and elbow: the piece's mask centre is
+  where its keypoints' embeddings point, the person's centre, so the best-scoring piece gets the
+  whole mask; the piece's keypoint mean (before) lies off the centre and took part of it."""
+  scene = scenes.make_scene(COCO, SIZE, [(60.0, 8.0, 140.0), (125.0, 20.0, 120.0)],
+                            np.random.default_rng(10))
+  for name in ("nose", "left_elbow"):
+    scene["keypoints"][0, COCO.keypoint_names.index(name)] = 0.0
+  inputs = _targets(scene)
+  split = _run(Grouper(_experiment(), _grouping_config(merge_fragments=False),
+                       jit_compile=False), inputs)
+  truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
+  labelled = scene["keypoints"][0, :, 2] > 0
+  pieces = [i for i in range(split["num_people"])
+            if np.any(np.linalg.norm(split["keypoints"][i, :, :2] - scene["keypoints"][0, :, :2],
+                                     axis=-1)[labelled & (split["keypoints"][i, :, 2] > 0)] < 1.0)]
+  assert len(pieces) > 1
+  assert _iou(split["masks"][pieces[0]], truth[0]) > 0.9

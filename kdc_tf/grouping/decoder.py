@@ -163,7 +163,7 @@ class Grouper(tf.Module):
   def _group(self, heatmap, keycentroid, midrange, seg, mask_offset, output_size, input_scale):
     tf.debugging.assert_positive(output_size, message="output_size must be positive")
     tf.debugging.assert_positive(input_scale, message="input_scale must be positive")
-    candidate_poses, keypoint_scores, seed_scores, overlaps, noise, finite = self._find_poses(
+    candidate_poses, keypoint_scores, seed_scores, overlaps, finite = self._find_poses(
         heatmap, keycentroid, midrange, seg, mask_offset)
     message = f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:"
     tf.debugging.Assert(tf.reduce_all(finite), [message, finite], summarize=len(INPUT_KEYS))
@@ -172,7 +172,7 @@ class Grouper(tf.Module):
     selected = poses.drop_repeats(pool, candidate_poses, self._config.nms_radius,
                                   self._config.max_people, keypoint_scores > 0.0)
     keypoints, scores, maps, num_people = self._make_people(
-        selected, candidate_poses, keypoint_scores, noise, seg, mask_offset)
+        selected, candidate_poses, keypoint_scores, seg, mask_offset)
     tables = self._resampling_tables(maps)
     # On the output image, not in the padding of the square input (which maps beyond it).
     last_pixel = tf.cast(tf.reverse(output_size, [0]) - 1, tf.float32)  # (x, y)
@@ -186,9 +186,8 @@ class Grouper(tf.Module):
 
   def _poses_of_all_candidates(self, heatmap, keycentroid, midrange, seg, mask_offset):
     """Stage 1: every candidate's pose `[C, K, 2]`, keypoint scores `[C, K]`, seed scores `[C]`
-    (-1 for invalid slots), suppression overlaps `[C, C]`, the KeyCentroid field's
-    `poses.refinement_noise`, and whether each input is finite (checked here, fused by XLA, rather
-    than by 5 check_numerics ops)."""
+    (-1 for invalid slots), suppression overlaps `[C, C]`, and whether each input is finite
+    (checked here, fused by XLA, rather than by 5 check_numerics ops)."""
     finite = tf.stack([tf.reduce_all(tf.math.is_finite(t))
                        for t in (heatmap, keycentroid, midrange, seg, mask_offset)])
     g, k = self._pose_grid, self._spec.num_keypoints
@@ -216,9 +215,9 @@ class Grouper(tf.Module):
     overlaps = poses.suppression_overlaps(walked, seeds, candidates.types,
                                           self._config.nms_radius, found)
     seed_scores = tf.where(candidates.valid, candidates.scores, -1.0)
-    return walked, keypoint_scores, seed_scores, overlaps, noise, finite
+    return walked, keypoint_scores, seed_scores, overlaps, finite
 
-  def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, noise, seg,
+  def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, seg,
                                 mask_offset):
     """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, instance maps `[N, M, M]` and
     the number of people."""
@@ -231,16 +230,25 @@ class Grouper(tf.Module):
     perfect = voting.disk_mass(xy, self._disk_radius, self._stride)
     point_scores = (tf.minimum(tf.gather(keypoint_scores, index) / perfect, 1.0)
                     * valid_weight[:, None])
+    # How precisely the MaskCentroid embeddings land: 0 on perfect maps (merging).
+    noise = merging.embedding_noise(seg, mask_offset, mask_stride=geometry.MASK_STRIDE,
+                                    seg_threshold=config.seg_threshold)
+    settings = dict(mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold,
+                    keypoint_threshold=config.centroid_keypoint_threshold,
+                    radius=config.nms_radius,
+                    tolerance=merging.identity_tolerance(noise, config.nms_radius))
+    exact = noise <= merging.EXACT_EMBEDDING_NOISE
     if config.merge_fragments:
-      settings = dict(mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold,
-                      keypoint_threshold=config.centroid_keypoint_threshold,
-                      radius=config.nms_radius,
-                      tolerance=merging.identity_tolerance(noise, config.nms_radius))
       xy, point_scores, valid = merging.merge_fragments(xy, point_scores, valid, seg, mask_offset,
-                                                        **settings)
+                                                        exact=exact, **settings)
       xy, point_scores, valid = merging.complete_people(xy, point_scores, valid, seg, mask_offset,
-                                                        **settings)
+                                                        exact=exact, **settings)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)
+    # Where the embeddings are exact, a person's mask centre is where its keypoints' embeddings
+    # point, which holds for a fragment too; the keypoint mean is off it for a fragment.
+    identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
+                                                **settings)
+    centres = tf.where((has_identity & exact)[:, None], identity, centres)
     membership = masks.membership_maps(
         seg, mask_offset, centres, valid, mask_stride=geometry.MASK_STRIDE,
         seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,

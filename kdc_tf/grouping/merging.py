@@ -30,17 +30,38 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from kdc_tf import geometry
 from kdc_tf.grouping import sampling
 
 # Two embeddings, or two identities, within this many input pixels, plus `TOLERANCE_NOISE` times
-# the KeyCentroid field's inconsistency (`poses.refinement_noise`; 0 on perfect maps), are the
+# the field's `embedding_noise` (0 on perfect maps, 3 - 6 px on the quick-start model's), are the
 # same person's; never more than the NMS radius (`identity_tolerance`).
 IDENTITY_TOLERANCE = 2.0
 TOLERANCE_NOISE = 8.0
+# The tests that need embeddings landing exactly on their person's centre (a person is whole when
+# its keypoint mean is at its identity; completion; identities as mask centres) apply only where
+# `embedding_noise` is at most this (input pixels).
+EXACT_EMBEDDING_NOISE = 0.25
+
+
+def embedding_noise(seg: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride: int,
+                    seg_threshold: float) -> tf.Tensor:
+  """float32 `[]`: the median, over horizontally adjacent foreground mask-grid points, of how far
+  apart their embeddings `p + mask_offset(p)` land (input pixels): 0 on perfect maps, where all of
+  a person's points embed onto its centre and only its boundary differs."""
+  height, width, _ = seg.shape
+  embeddings = geometry.grid_points(height, width, mask_stride) + mask_offset
+  foreground = seg[..., 0] > seg_threshold
+  pairs = foreground[:, 1:] & foreground[:, :-1]
+  gaps = tf.norm(embeddings[:, 1:] - embeddings[:, :-1], axis=-1)
+  ordered = tf.sort(tf.reshape(tf.where(pairs, gaps, float("inf")), [-1]))
+  count = tf.reduce_sum(tf.cast(pairs, tf.int32))
+  median = tf.gather(ordered, tf.maximum(count - 1, 0) // 2)
+  return tf.where(count > 0, median, 0.0)
 
 
 def identity_tolerance(noise: tf.Tensor | float, radius: float) -> tf.Tensor:
-  """float32 `[]`: the identity tolerance (input pixels) for a field of `refinement_noise`
+  """float32 `[]`: the identity tolerance (input pixels) for a field of `embedding_noise`
   `noise`: front / back pairs' centres lie a few pixels apart, so perfect maps need it tight; a
   trained network's embeddings scatter by several pixels."""
   return tf.minimum(IDENTITY_TOLERANCE + TOLERANCE_NOISE * tf.convert_to_tensor(noise, tf.float32),
@@ -107,8 +128,8 @@ def identities(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: t
 def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: tf.Tensor,
                     mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
                     keypoint_threshold: float, radius: float,
-                    tolerance: Optional[tf.Tensor | float] = None
-                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                    tolerance: Optional[tf.Tensor | float] = None,
+                    exact: tf.Tensor | bool = False) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Merges fragments into the person they belong to; survivors keep their order, first.
 
   Args:
@@ -121,6 +142,9 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
     radius: the NMS radius, input pixels: keypoints further apart are different keypoints.
     tolerance: input pixels within which two embeddings, or two identities, are the same
       person's (default `radius`).
+    exact: the embeddings are exact (`EXACT_EMBEDDING_NOISE`): neither a person decoded whole
+      (its keypoint mean at its identity) nor a piece whose identity is a whole person's (its
+      keypoints are hidden behind that person, like other people's) merges.
 
   Returns:
     `(keypoints, scores, valid)` of the same shapes.
@@ -142,8 +166,14 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   shared_with_any = tf.reduce_any(shared, axis=0)  # [N, K]
   conflict = tf.reduce_any(both & apart & ~shared_with_any[:, None] & ~shared_with_any[None],
                            axis=-1)
+  whole = _is_whole(keypoints, confident, identity, has_identity, tolerance)
+  # A piece pointing to a person decoded whole holds someone's keypoints hidden behind that person
+  # (on its mask): pieces of several people hidden behind it look alike, so none merges.
+  behind = tf.reduce_any(close & whole[:, None] & tf.not_equal(people[:, None], people[None]),
+                         axis=0)
+  unsure = (whole | behind) & exact
   compatible = (close & ~conflict & (people[:, None] < people[None])
-                & has_identity[:, None] & has_identity[None])
+                & has_identity[:, None] & has_identity[None] & ~unsure[:, None] & ~unsure[None])
   merged_away = tf.reduce_any(compatible, axis=0)
   parent = tf.where(merged_away, _first_true(compatible, axis=0), people)
   # A parent that merged itself passes its pieces on: pointer jumping resolves chains of any
@@ -174,6 +204,21 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
           tf.gather(merged_scores, order) * weight[:, None], keep)
 
 
+def _keypoint_sums(keypoints: tf.Tensor, confident: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Per person the number of confident keypoints `[N]` and their sum `[N, 2]`."""
+  weight = tf.cast(confident, tf.float32)
+  return tf.reduce_sum(weight, axis=1), tf.reduce_sum(keypoints * weight[..., None], axis=1)
+
+
+def _is_whole(keypoints: tf.Tensor, confident: tf.Tensor, identity: tf.Tensor,
+              has_identity: tf.Tensor, tolerance: tf.Tensor | float) -> tf.Tensor:
+  """bool `[N]`: the mean of the person's confident keypoints lies within `tolerance` of its
+  identity, where its embeddings point (DM_c): nothing of it is missing."""
+  count, total = _keypoint_sums(keypoints, confident)
+  gap = tf.reduce_sum(tf.square(total / tf.maximum(count, 1.0)[:, None] - identity), axis=-1)
+  return has_identity & (count > 0.0) & (gap <= tf.square(tolerance))
+
+
 def _first_min_one_hot(costs: tf.Tensor, axis: int) -> tf.Tensor:
   """bool, the shape of `costs`: the first minimum along `axis`, where it is finite."""
   lowest = tf.reduce_min(costs, axis=axis, keepdims=True)
@@ -185,10 +230,10 @@ def _first_min_one_hot(costs: tf.Tensor, axis: int) -> tf.Tensor:
 
 def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: tf.Tensor,
                     mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
-                    keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float
-                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                    keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float,
+                    exact: tf.Tensor | bool) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Gives each incomplete person the piece whose keypoints complete it; arguments and result as
-  in `merge_fragments`.
+  in `merge_fragments` (nothing changes unless `exact`).
 
   A person's embeddings point to the mean of its labelled keypoints (DM_c), so a person decoded
   whole has its keypoint mean at its identity. A person whose mean is off its identity by more
@@ -207,16 +252,15 @@ def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
       seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
       tolerance=tolerance)
   weight = tf.cast(confident, tf.float32)
-  count = tf.reduce_sum(weight, axis=1)  # [N]
-  total = tf.reduce_sum(keypoints * weight[..., None], axis=1)  # [N, 2]
-  own_gap = tf.reduce_sum(tf.square(total / tf.maximum(count, 1.0)[:, None] - identity), -1)
-  whole = has_identity & (own_gap <= squared_tolerance)
+  count, total = _keypoint_sums(keypoints, confident)
+  whole = _is_whole(keypoints, confident, identity, has_identity, tolerance)
   union = ((total[:, None] + total[None])
            / tf.maximum(count[:, None] + count[None], 1.0)[..., None])  # [a, b, 2]
   union_gap = tf.reduce_sum(tf.square(union - identity[:, None]), axis=-1)  # [a, b]
   disjoint = ~tf.reduce_any(confident[:, None] & confident[None], axis=-1)
-  fits = ((has_identity & ~whole)[:, None] & ~whole[None] & (count > 0.0)[None] & disjoint
-          & tf.not_equal(people[:, None], people[None]) & (union_gap <= squared_tolerance))
+  fits = (exact & (has_identity & ~whole)[:, None] & ~whole[None] & (count > 0.0)[None]
+          & disjoint & tf.not_equal(people[:, None], people[None])
+          & (union_gap <= squared_tolerance))
   costs = tf.where(fits, union_gap, float("inf"))
   chosen = _first_min_one_hot(costs, axis=0)  # each piece b: the person a it completes best
   take = _first_min_one_hot(tf.where(chosen, costs, float("inf")), axis=1)
