@@ -10,7 +10,8 @@ the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
   training target's definition (mean of the labelled keypoints). The keypoint scores only gate:
   weighting by them (DESIGN.md's first reading) moves the centre towards whichever keypoints
   happen to score high, away from the centre the embeddings were trained to point at
-  (docs/grouping.md).
+  (docs/grouping.md). Where the embeddings are exact (perfect maps), the decoder passes the
+  person's identity (`merging.identities`) instead, right for a fragment too (docs/occlusion.md).
 - C_j, static mode (SM_c, target = mean position of the mask pixels): one k-means step in
   embedding space. Foreground points first go to the nearest keypoint centre (as above); C_j is
   then the mean embedding of j's points, which for exact offsets is j's mask mean (j keeps the
