@@ -412,9 +412,9 @@ def test_compiled_stages_need_no_input_values(grouper):
   """
   inputs = [_targets(scenes.make_scene(COCO, SIZE, [(80.0, 10.0, 120.0)]))[key]
             for key in INPUT_KEYS]
-  candidate_poses, keypoint_scores, seed_scores, overlaps, noise, _ = grouper._find_poses(*inputs)
+  candidate_poses, keypoint_scores, seed_scores, overlaps, _ = grouper._find_poses(*inputs)
   selected = poses.select_people(overlaps, seed_scores, MAX_PEOPLE, 0.01)
-  people_args = [selected, candidate_poses, keypoint_scores, noise, *inputs[3:]]
+  people_args = [selected, candidate_poses, keypoint_scores, *inputs[3:]]
   maps = grouper._make_people(*people_args)[2]
   for stage, args in ((grouper._find_poses, inputs),
                       (grouper._make_people, people_args),
