@@ -779,3 +779,20 @@ def test_a_fragment_gets_its_whole_person_mask(eager_grouper):
                                      axis=-1)[labelled & (split["keypoints"][i, :, 2] > 0)] < 1.0)]
   assert len(pieces) > 1
   assert _iou(split["masks"][pieces[0]], truth[0]) > 0.9
+
+
+def test_keypoints_at_their_mask_edge_agree_through_any_surrounding_grid_point():
+  """Two of a piece's three keypoints lie at the edge of their person's mask, nearer to the grid
+  points of the neighbour's (x >= 100): read at the nearest point only, the neighbour's centre won
+  the majority and was the piece's identity."""
+  stride = 4
+  seg, mask_offset = _embedding_field(80, stride, [(0, 100, (70.0, 90.0)),
+                                                   (100, 320, (150.0, 90.0))])
+  keypoints = np.zeros((1, 3, 2), np.float32)
+  keypoints[0] = [(98.5, 80.0), (98.5, 100.0), (60.0, 90.0)]
+  identity, has_identity = merging.identities(
+      tf.constant(keypoints), tf.fill([1, 3], 0.9), tf.ones([1], tf.bool), seg, mask_offset,
+      mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0,
+      tolerance=2.0)
+  assert has_identity.numpy().tolist() == [True]
+  np.testing.assert_allclose(identity[0].numpy(), [70.0, 90.0], atol=1e-4)

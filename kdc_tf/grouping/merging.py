@@ -13,9 +13,10 @@ another has its centre a few pixels from the front person's; up to the NMS radiu
 network's noisier maps), unless the two disagree: a keypoint type confident in both at places more than
 the NMS radius apart means two people (unless one of the two keypoints is shared with a third
 person). The identity is the embedding that most of the person's confident keypoints agree with
-(score-weighted), averaged over those that agree, each read at the nearest mask-grid point: an
-occluded keypoint lies on the occluder's mask and points to the occluder's centre, and a bilinear
-read mixes a thin limb's offsets with the background's (docs/occlusion.md). The merged person
+(score-weighted), averaged over those that agree, a keypoint agreeing when one of the 4 mask-grid
+points around it does: an occluded keypoint lies on the occluder's mask and points to the
+occluder's centre, a bilinear read mixes a thin limb's offsets with the background's, and the
+nearest point to a keypoint at its mask's edge often lies on a neighbour (docs/occlusion.md). The merged person
 keeps, per type, the keypoint of highest score among its pieces, preferring confident ones that no
 other person shares. Then `complete_people` gives a person whose keypoint mean is off its identity
 the piece that brings the mean onto it: a piece of occluded keypoints, whose embeddings point to
@@ -109,23 +110,37 @@ def identities(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: t
   # nothing about who a fragment is.
   claimed_earlier = tf.reduce_any(shared & (people[:, None] < people[None])[..., None], axis=0)
 
-  # At the nearest mask-grid point: a bilinear read mixes the offsets of the person, of the
-  # background and of a neighbour at a thin limb's keypoints.
-  on_mask = sampling.sample_nearest(seg, keypoints, mask_stride)[..., 0] > seg_threshold
-  grid_keypoints = tf.round(keypoints / mask_stride) * mask_stride
-  embeddings = grid_keypoints + sampling.sample_nearest(mask_offset, keypoints, mask_stride)
-  weights = tf.where(confident & on_mask & ~claimed_earlier, scores, 0.0)
+  # The embeddings of the 4 mask-grid points around each keypoint, each on its own: a bilinear
+  # read mixes the offsets of the person, of the background and of a neighbour at a thin limb's
+  # keypoints, and the nearest point of a keypoint at its mask's edge often lies on the neighbour
+  # or the background. A keypoint agrees with an embedding when one of its points does.
+  num_people = scores.shape[0]
+  height, width, _ = seg.shape
+  cells, _ = sampling.bilinear_corners(keypoints, mask_stride, height, width)  # [N, K, 4]
+  grid_points = tf.cast(tf.stack([cells % width, cells // width], axis=-1), tf.float32)
+  embeddings = grid_points * mask_stride + tf.gather(tf.reshape(mask_offset, [-1, 2]), cells)
+  usable = confident & ~claimed_earlier
+  on_mask = (tf.gather(tf.reshape(seg, [-1]), cells) > seg_threshold) & usable[..., None]
+  weights = tf.where(usable, scores, 0.0)
+  # [N, 4K, K, 4]: does point (k, c) embed within `tolerance` of point (k', c')?
+  candidates = tf.reshape(embeddings, [num_people, 4 * num_types, 1, 1, 2])
+  close = (tf.reduce_sum(tf.square(candidates - embeddings[:, None]), axis=-1)
+           <= tf.square(tolerance)) & on_mask[:, None]
   # The embedding most of the person's keypoints agree with (score-weighted), then the mean of
   # those that agree with it: an occluded keypoint lies on the occluder's mask and points to the
   # occluder's centre, which a plain mean would mix in.
-  agree = tf.cast(tf.reduce_sum(tf.square(embeddings[:, :, None] - embeddings[:, None]), axis=-1)
-                  <= tf.square(tolerance), tf.float32)  # [N, K, K]
-  support = tf.reduce_sum(agree * weights[:, None, :], axis=-1)  # [N, K]
-  support = tf.where(weights > 0.0, support, -1.0)
+  support = tf.reduce_sum(tf.cast(tf.reduce_any(close, axis=-1), tf.float32) * weights[:, None],
+                          axis=-1)  # [N, 4K]
+  support = tf.where(tf.reshape(on_mask, [num_people, -1]), support, -1.0)
   best = _first_true(support >= tf.reduce_max(support, axis=1, keepdims=True), axis=1)
-  weights *= tf.gather(agree, tf.minimum(best, num_types - 1), batch_dims=1)
+  agreeing = tf.gather(close, tf.minimum(best, 4 * num_types - 1), batch_dims=1)  # [N, K, 4]
+  agreeing &= (tf.reduce_max(support, axis=1) > 0.0)[:, None, None]
+  count = tf.reduce_sum(tf.cast(agreeing, tf.float32), axis=-1)  # [N, K]
+  keypoint_embeddings = (tf.reduce_sum(embeddings * tf.cast(agreeing, tf.float32)[..., None], -2)
+                         / tf.maximum(count, 1.0)[..., None])
+  weights *= tf.cast(count > 0.0, tf.float32)
   total = tf.reduce_sum(weights, axis=1)
-  identity = (tf.reduce_sum(embeddings * weights[..., None], axis=1)
+  identity = (tf.reduce_sum(keypoint_embeddings * weights[..., None], axis=1)
               / tf.maximum(total, 1e-12)[:, None])
   return identity, total > 0.0
 
