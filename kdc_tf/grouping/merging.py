@@ -43,6 +43,9 @@ TOLERANCE_NOISE = 8.0
 # its keypoint mean is at its identity; completion; identities as mask centres) apply only where
 # `embedding_noise` is at most this (input pixels).
 EXACT_EMBEDDING_NOISE = 0.25
+# `embedding_noise` resolution (input pixels) and range (in steps).
+NOISE_STEP = 0.125
+NOISE_STEPS = 32
 # A person is whole when its keypoint mean lies within this fraction of the identity tolerance of
 # its identity (0.5 px on perfect maps, where whole people's means are exact): at the full
 # tolerance, a person lacking one keypoint (a 12-keypoint person lacking one 20 px from its centre
@@ -54,16 +57,20 @@ def embedding_noise(seg: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride: int,
                     seg_threshold: float) -> tf.Tensor:
   """float32 `[]`: the median, over horizontally adjacent foreground mask-grid points, of how far
   apart their embeddings `p + mask_offset(p)` land (input pixels): 0 on perfect maps, where all of
-  a person's points embed onto its centre and only its boundary differs."""
+  a person's points embed onto its centre and only its boundary differs.
+
+  Rounded up to a multiple of `NOISE_STEP`, at most `NOISE_STEPS` of them (counts below each
+  step: no sort, which cost 0.7 ms at 401).
+  """
   height, width, _ = seg.shape
   embeddings = geometry.grid_points(height, width, mask_stride) + mask_offset
   foreground = seg[..., 0] > seg_threshold
-  pairs = foreground[:, 1:] & foreground[:, :-1]
+  pairs = tf.cast(foreground[:, 1:] & foreground[:, :-1], tf.float32)
   gaps = tf.norm(embeddings[:, 1:] - embeddings[:, :-1], axis=-1)
-  ordered = tf.sort(tf.reshape(tf.where(pairs, gaps, float("inf")), [-1]))
-  count = tf.reduce_sum(tf.cast(pairs, tf.int32))
-  median = tf.gather(ordered, tf.maximum(count - 1, 0) // 2)
-  return tf.where(count > 0, median, 0.0)
+  steps = NOISE_STEP * tf.range(NOISE_STEPS + 1, dtype=tf.float32)  # 0, ..., the largest
+  below = tf.reduce_sum(pairs * tf.cast(gaps <= steps[:, None, None], tf.float32), axis=[1, 2])
+  half = 0.5 * tf.reduce_sum(pairs)
+  return tf.gather(steps, tf.minimum(_first_true(below >= half, axis=0), NOISE_STEPS))
 
 
 def identity_tolerance(noise: tf.Tensor | float, radius: float) -> tf.Tensor:
