@@ -183,16 +183,23 @@ def test_two_people_with_overlapping_disks_stay_apart(grouper):
   assert np.all(error < 1.0)
 
 
-def test_people_split_at_unlabelled_keypoints_are_merged_back(grouper):
-  # Without an elbow the walk cannot reach the wrist (40 px beyond the shoulder, out of the wrist's
-  # disk): the wrist seeds a fragment. Without a nose the two sides only meet where their disks do.
+def _split_at_nose_and_elbow():
+  """Two people, the first without its nose and left elbow, decoded without fragment merging:
+  (scene, perfect targets, the unmerged result)."""
   scene = scenes.make_scene(COCO, SIZE, [(60.0, 8.0, 140.0), (125.0, 20.0, 120.0)],
                             np.random.default_rng(10))
   for name in ("nose", "left_elbow"):
     scene["keypoints"][0, COCO.keypoint_names.index(name)] = 0.0
   inputs = _targets(scene)
   split = _run(Grouper(_experiment(), _grouping_config(merge_fragments=False),
-                                           jit_compile=False), inputs)
+                       jit_compile=False), inputs)
+  return scene, inputs, split
+
+
+def test_people_split_at_unlabelled_keypoints_are_merged_back(grouper):
+  # Without an elbow the walk cannot reach the wrist (40 px beyond the shoulder, out of the wrist's
+  # disk): the wrist seeds a fragment. Without a nose the two sides only meet where their disks do.
+  scene, inputs, split = _split_at_nose_and_elbow()
   assert split["num_people"] > 2
   merged = _run(grouper, inputs)
   assert merged["num_people"] == 2
@@ -765,13 +772,7 @@ def test_a_fragment_gets_its_whole_person_mask(eager_grouper):
   """Unmerged pieces of a person split at its unlabelled nose and elbow: the piece's mask centre is
   where its keypoints' embeddings point, the person's centre, so the best-scoring piece gets the
   whole mask; the piece's keypoint mean (before) lies off the centre and took part of it."""
-  scene = scenes.make_scene(COCO, SIZE, [(60.0, 8.0, 140.0), (125.0, 20.0, 120.0)],
-                            np.random.default_rng(10))
-  for name in ("nose", "left_elbow"):
-    scene["keypoints"][0, COCO.keypoint_names.index(name)] = 0.0
-  inputs = _targets(scene)
-  split = _run(Grouper(_experiment(), _grouping_config(merge_fragments=False),
-                       jit_compile=False), inputs)
+  scene, inputs, split = _split_at_nose_and_elbow()
   truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
   labelled = scene["keypoints"][0, :, 2] > 0
   pieces = [i for i in range(split["num_people"])
