@@ -37,7 +37,8 @@ import tensorflow as tf
 
 from kdc_tf import geometry
 from kdc_tf.config import ExperimentConfig, GroupingConfig
-from kdc_tf.grouping import gaussian, mask_only, masks, merging, peaks, poses, sampling, voting
+from kdc_tf.grouping import (claiming, gaussian, mask_only, masks, merging, peaks, poses,
+                             sampling, voting)
 
 INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
 # People selected by the seed rule before repeated poses are dropped, per output slot.
@@ -211,7 +212,7 @@ class Grouper(tf.Module):
     all_types = tf.broadcast_to(tf.range(k), walked.shape[:2])
     evidence = sampling.sample_groups(voting.window_mass(votes), walked, all_types, 1,
                                       self._stride)[..., 0]
-    keypoint_scores = tf.where(found, evidence, 0.0)
+    keypoint_scores = tf.where(found & candidates.valid[:, None], evidence, 0.0)
     overlaps = poses.suppression_overlaps(walked, seeds, candidates.types,
                                           self._config.nms_radius, found)
     seed_scores = tf.where(candidates.valid, candidates.scores, -1.0)
@@ -239,10 +240,18 @@ class Grouper(tf.Module):
                     tolerance=merging.identity_tolerance(noise, config.nms_radius))
     exact = noise <= merging.EXACT_EMBEDDING_NOISE
     if config.merge_fragments:
+      # Every candidate's walked keypoints, scored like people's (`claiming`).
+      pool_scores = tf.minimum(keypoint_scores / voting.disk_mass(
+          candidate_poses, self._disk_radius, self._stride), 1.0)
+      pool = (candidate_poses, pool_scores)
       xy, point_scores, valid = merging.merge_fragments(xy, point_scores, valid, seg, mask_offset,
                                                         exact=exact, **settings)
       xy, point_scores, valid = merging.complete_people(xy, point_scores, valid, seg, mask_offset,
                                                         exact=exact, **settings)
+      xy, point_scores = claiming.claim_keypoints(xy, point_scores, valid, *pool, seg,
+                                                  mask_offset, exact=exact, **settings)
+      xy, point_scores = claiming.complete_from_walks(xy, point_scores, valid, *pool, seg,
+                                                      mask_offset, exact=exact, **settings)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)
     # Where the embeddings are exact, a person's mask centre is where its keypoints' embeddings
     # point, which holds for a fragment too; the keypoint mean is off it for a fragment.

@@ -193,7 +193,7 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   shared_with_any = tf.reduce_any(shared, axis=0)  # [N, K]
   conflict = tf.reduce_any(both & apart & ~shared_with_any[:, None] & ~shared_with_any[None],
                            axis=-1)
-  whole = _is_whole(keypoints, confident, identity, has_identity, WHOLE_FRACTION * tolerance)
+  whole = is_whole(keypoints, confident, identity, has_identity, WHOLE_FRACTION * tolerance)
   # A piece pointing to a person decoded whole holds someone's keypoints hidden behind that person
   # (on its mask): pieces of several people hidden behind it look alike, so none merges.
   behind = tf.reduce_any(close & whole[:, None] & tf.not_equal(people[:, None], people[None]),
@@ -231,17 +231,17 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
           tf.gather(merged_scores, order) * weight[:, None], keep)
 
 
-def _keypoint_sums(keypoints: tf.Tensor, confident: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+def keypoint_sums(keypoints: tf.Tensor, confident: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   """Per person the number of confident keypoints `[N]` and their sum `[N, 2]`."""
   weight = tf.cast(confident, tf.float32)
   return tf.reduce_sum(weight, axis=1), tf.reduce_sum(keypoints * weight[..., None], axis=1)
 
 
-def _is_whole(keypoints: tf.Tensor, confident: tf.Tensor, identity: tf.Tensor,
+def is_whole(keypoints: tf.Tensor, confident: tf.Tensor, identity: tf.Tensor,
               has_identity: tf.Tensor, tolerance: tf.Tensor | float) -> tf.Tensor:
   """bool `[N]`: the mean of the person's confident keypoints lies within `tolerance` of its
   identity, where its embeddings point (DM_c): nothing of it is missing."""
-  count, total = _keypoint_sums(keypoints, confident)
+  count, total = keypoint_sums(keypoints, confident)
   gap = tf.reduce_sum(tf.square(total / tf.maximum(count, 1.0)[:, None] - identity), axis=-1)
   return has_identity & (count > 0.0) & (gap <= tf.square(tolerance))
 
@@ -279,8 +279,8 @@ def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
       seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
       tolerance=tolerance)
   weight = tf.cast(confident, tf.float32)
-  count, total = _keypoint_sums(keypoints, confident)
-  whole = _is_whole(keypoints, confident, identity, has_identity, WHOLE_FRACTION * tolerance)
+  count, total = keypoint_sums(keypoints, confident)
+  whole = is_whole(keypoints, confident, identity, has_identity, WHOLE_FRACTION * tolerance)
   union = ((total[:, None] + total[None])
            / tf.maximum(count[:, None] + count[None], 1.0)[..., None])  # [a, b, 2]
   union_gap = tf.reduce_sum(tf.square(union - identity[:, None]), axis=-1)  # [a, b]

@@ -1,0 +1,137 @@
+"""Keypoints placed by identity, where the MaskCentroid embeddings are exact.
+
+A visible keypoint lies on its own person's mask, so its embedding is its person's identity, and
+a person's identity is the mean of all its labelled keypoints (DM_c). After merging and
+completion (`merging`), a person may still lack keypoints that some candidate's walk placed (in a
+mixture, an unmerged fragment, a candidate that was suppressed), or hold a neighbour's keypoint of
+that type. Two rules use the walked keypoints of every candidate as a pool:
+
+1. `claim_keypoints`: a person's keypoint that does not embed onto its identity is replaced by the
+   best-scoring pool keypoint of that type that does (identity-first assembly). Keypoints that
+   agree stay: a keypoint hidden behind the person (labelled but occluded) embeds onto it as well,
+   and only the walk tells the two apart.
+2. `complete_from_walks`: a person's identity is the mean of all its labelled keypoints, so the
+   keypoints it lacks are those whose addition brings its keypoint mean onto its identity; one
+   candidate's walked keypoints of the types it lacks that do so complete it. This places
+   occluded keypoints, whose embeddings point to the occluder (`merging.complete_people` does the
+   same with the selected pieces only).
+
+Both apply only where the embeddings are exact (`merging.EXACT_EMBEDDING_NOISE`): a trained
+network's embeddings are biased. Deviation from DESIGN.md 'Decoding'; measurements in
+docs/occlusion.md.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import tensorflow as tf
+
+from kdc_tf.grouping import merging, sampling
+
+# A keypoint embeds onto an identity when at least this fraction of the bilinear weight of its
+# on-mask grid corners embeds within the identity tolerance of it.
+AGREEMENT = 0.5
+
+
+def _corner_embeddings(keypoints: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Tensor,
+                       mask_stride: int, seg_threshold: float) -> Tuple[tf.Tensor, tf.Tensor]:
+  """The embeddings `[..., 4, 2]` of the 4 mask-grid corners around each keypoint `[..., 2]` and
+  their bilinear weights `[..., 4]`, 0 off the person mask."""
+  height, width, _ = seg.shape
+  cells, weights = sampling.bilinear_corners(keypoints, mask_stride, height, width)
+  grid_points = tf.cast(tf.stack([cells % width, cells // width], axis=-1), tf.float32)
+  embeddings = grid_points * mask_stride + tf.gather(tf.reshape(mask_offset, [-1, 2]), cells)
+  on_mask = tf.cast(tf.gather(tf.reshape(seg, [-1]), cells) > seg_threshold, tf.float32)
+  return embeddings, weights * on_mask
+
+
+def _agrees(embeddings: tf.Tensor, weights: tf.Tensor, identity: tf.Tensor,
+            tolerance: tf.Tensor | float) -> tf.Tensor:
+  """bool: at least `AGREEMENT` of the on-mask corner weight embeds within `tolerance` of
+  `identity` (`[..., 2]`, broadcast against the keypoints' leading dimensions)."""
+  close = tf.cast(tf.reduce_sum(tf.square(embeddings - identity[..., None, :]), axis=-1)
+                  <= tf.square(tolerance), tf.float32)
+  mass = tf.reduce_sum(weights, axis=-1)
+  return (mass > 0.0) & (tf.reduce_sum(close * weights, axis=-1) >= AGREEMENT * mass)
+
+
+def claim_keypoints(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
+                    pool_keypoints: tf.Tensor, pool_scores: tf.Tensor, seg: tf.Tensor,
+                    mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+                    keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float,
+                    exact: tf.Tensor | bool) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Each person's keypoints that do not embed onto its identity, replaced by the best-scoring
+  pool keypoint of the same type that does (nothing changes unless `exact`).
+
+  Args:
+    keypoints: float32 `[N, K, 2]` input pixels; scores: `[N, K]`; valid: bool `[N]`: the people.
+    pool_keypoints: float32 `[P, K, 2]`, pool_scores: `[P, K]` (0 where not placed): every
+      candidate's walked keypoints.
+    Other arguments as in `merging.merge_fragments`. People whose identity lies within
+    `tolerance` of another person's (pieces hidden behind a whole person) claim nothing: the
+    embeddings cannot tell whose the keypoints are.
+
+  Returns:
+    `(keypoints, scores)` of the same shapes.
+  """
+  people = tf.range(scores.shape[0])
+  identity, has_identity = merging.identities(
+      keypoints, scores, valid, seg, mask_offset, mask_stride=mask_stride,
+      seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
+      tolerance=tolerance)
+  near_other = tf.reduce_any(
+      (tf.reduce_sum(tf.square(identity[:, None] - identity[None]), axis=-1)
+       <= tf.square(tolerance)) & (has_identity & valid)[None]
+      & tf.not_equal(people[:, None], people[None]), axis=1)
+  claims = has_identity & valid & ~near_other & exact  # [N]
+  embeddings, weights = _corner_embeddings(keypoints, seg, mask_offset, mask_stride,
+                                           seg_threshold)
+  agrees = (_agrees(embeddings, weights, identity[:, None], tolerance)
+            & (scores > keypoint_threshold))  # [N, K]
+  pool_embeddings, pool_weights = _corner_embeddings(pool_keypoints, seg, mask_offset,
+                                                     mask_stride, seg_threshold)
+  owned = (_agrees(pool_embeddings[None], pool_weights[None], identity[:, None, None], tolerance)
+           & (pool_scores > keypoint_threshold)[None])  # [N, P, K]
+  best = tf.argmax(tf.where(owned, pool_scores[None], -1.0), axis=1, output_type=tf.int32)
+  replace = tf.reduce_any(owned, axis=1) & ~agrees & claims[:, None]  # [N, K]
+  index = tf.stack([best, tf.broadcast_to(tf.range(scores.shape[1]), best.shape)], axis=-1)
+  keypoints = tf.where(replace[..., None], tf.gather_nd(pool_keypoints, index), keypoints)
+  scores = tf.where(replace, tf.gather_nd(pool_scores, index), scores)
+  return keypoints, scores
+
+
+def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
+                        pool_keypoints: tf.Tensor, pool_scores: tf.Tensor, seg: tf.Tensor,
+                        mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+                        keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float,
+                        exact: tf.Tensor | bool) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Each incomplete person gets the keypoints of one candidate's walk that complete it: the walk's
+  keypoints of the types the person lacks, when with them the person's keypoint mean lies within
+  `merging.WHOLE_FRACTION` of `tolerance` of its identity (its embeddings point to the mean of all
+  its labelled keypoints, DM_c). Of several, the walk that brings the mean closest. Arguments and
+  result as in `claim_keypoints` (nothing changes unless `exact`); a person decoded whole takes
+  nothing."""
+  identity, has_identity = merging.identities(
+      keypoints, scores, valid, seg, mask_offset, mask_stride=mask_stride,
+      seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
+      tolerance=tolerance)
+  confident = (scores > keypoint_threshold) & valid[:, None]
+  count, total = merging.keypoint_sums(keypoints, confident)
+  whole = merging.is_whole(keypoints, confident, identity, has_identity,
+                           merging.WHOLE_FRACTION * tolerance)
+  use = ~confident[:, None] & (pool_scores > keypoint_threshold)[None]  # [N, P, K]
+  use_weight = tf.cast(use, tf.float32)
+  added = tf.reduce_sum(use_weight, axis=-1)  # [N, P]
+  sums = tf.einsum("npk,pkc->npc", use_weight, pool_keypoints)
+  union = (total[:, None] + sums) / tf.maximum(count[:, None] + added, 1.0)[..., None]
+  gaps = tf.reduce_sum(tf.square(union - identity[:, None]), axis=-1)  # [N, P]
+  fits = ((added > 0.0) & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance))
+          & (has_identity & valid & ~whole & (count > 0.0) & exact)[:, None])
+  costs = tf.where(fits, gaps, float("inf"))
+  best = tf.argmin(costs, axis=1, output_type=tf.int32)
+  found = tf.math.is_finite(tf.reduce_min(costs, axis=1))
+  add = tf.gather(use, best, batch_dims=1) & found[:, None]  # [N, K]
+  keypoints = tf.where(add[..., None], tf.gather(pool_keypoints, best), keypoints)
+  scores = tf.where(add, tf.gather(pool_scores, best), scores)
+  return keypoints, scores
