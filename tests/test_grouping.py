@@ -815,10 +815,12 @@ def test_a_person_claims_the_keypoints_that_embed_onto_its_identity():
   pool_scores = np.concatenate([scores, np.zeros((1, 4), np.float32)])
   pool[2, 2], pool_scores[2, 2] = (76.0, 120.0), 0.8
   pool[2, 3], pool_scores[2, 3] = (120.0, 60.0), 0.7
-  inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([2], tf.bool), tf.constant(pool),
-            tf.constant(pool_scores), seg, mask_offset)
-  settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0,
-                  tolerance=2.0)
+  identity, has_identity = merging.identities(
+      tf.constant(keypoints), tf.constant(scores), tf.ones([2], tf.bool), seg, mask_offset,
+      mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0, tolerance=2.0)
+  inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([2], tf.bool), identity,
+            has_identity, tf.constant(pool), tf.constant(pool_scores), seg, mask_offset)
+  settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, tolerance=2.0)
   unchanged = claiming.claim_keypoints(*inputs, exact=False, **settings)
   np.testing.assert_array_equal(unchanged[0].numpy(), keypoints)
   claimed, claimed_scores = claiming.claim_keypoints(*inputs, exact=True, **settings)
@@ -848,10 +850,12 @@ def test_a_person_lacking_occluded_keypoints_gets_them_from_a_walk():
   pool[1, [0, 3, 4]] = [(60.0, 100.0), (130.0, 100.0), (130.0, 90.0)]
   pool_scores[1, [0, 3, 4]] = [0.9, 0.8, 0.7]
   pool[2, 3], pool_scores[2, 3] = (250.0, 100.0), 0.95
-  inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), tf.constant(pool),
-            tf.constant(pool_scores), seg, mask_offset)
-  settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0,
-                  tolerance=2.0)
+  identity, has_identity = merging.identities(
+      tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), seg, mask_offset,
+      mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0, tolerance=2.0)
+  inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), identity,
+            has_identity, tf.constant(pool), tf.constant(pool_scores))
+  settings = dict(keypoint_threshold=0.05, tolerance=2.0)
   unchanged = claiming.complete_from_walks(*inputs, exact=False, **settings)
   np.testing.assert_array_equal(unchanged[1].numpy(), scores)
   completed, completed_scores = claiming.complete_from_walks(*inputs, exact=True, **settings)

@@ -57,15 +57,18 @@ def _agrees(embeddings: tf.Tensor, weights: tf.Tensor, identity: tf.Tensor,
 
 
 def claim_keypoints(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
-                    pool_keypoints: tf.Tensor, pool_scores: tf.Tensor, seg: tf.Tensor,
-                    mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
-                    keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float,
-                    exact: tf.Tensor | bool) -> Tuple[tf.Tensor, tf.Tensor]:
+                    identity: tf.Tensor, has_identity: tf.Tensor, pool_keypoints: tf.Tensor,
+                    pool_scores: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Tensor, *,
+                    mask_stride: int, seg_threshold: float, keypoint_threshold: float,
+                    tolerance: tf.Tensor | float, exact: tf.Tensor | bool
+                    ) -> Tuple[tf.Tensor, tf.Tensor]:
   """Each person's keypoints that do not embed onto its identity, replaced by the best-scoring
   pool keypoint of the same type that does (nothing changes unless `exact`).
 
   Args:
     keypoints: float32 `[N, K, 2]` input pixels; scores: `[N, K]`; valid: bool `[N]`: the people.
+    identity, has_identity: their `merging.identities`. The identities do not change here: a
+      claimed keypoint embeds onto its person's identity.
     pool_keypoints: float32 `[P, K, 2]`, pool_scores: `[P, K]` (0 where not placed): every
       candidate's walked keypoints.
     Other arguments as in `merging.merge_fragments`. People whose identity lies within
@@ -76,10 +79,6 @@ def claim_keypoints(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
     `(keypoints, scores)` of the same shapes.
   """
   people = tf.range(scores.shape[0])
-  identity, has_identity = merging.identities(
-      keypoints, scores, valid, seg, mask_offset, mask_stride=mask_stride,
-      seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
-      tolerance=tolerance)
   near_other = tf.reduce_any(
       (tf.reduce_sum(tf.square(identity[:, None] - identity[None]), axis=-1)
        <= tf.square(tolerance)) & (has_identity & valid)[None]
@@ -102,20 +101,17 @@ def claim_keypoints(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
 
 
 def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
-                        pool_keypoints: tf.Tensor, pool_scores: tf.Tensor, seg: tf.Tensor,
-                        mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
-                        keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float,
-                        exact: tf.Tensor | bool) -> Tuple[tf.Tensor, tf.Tensor]:
+                        identity: tf.Tensor, has_identity: tf.Tensor, pool_keypoints: tf.Tensor,
+                        pool_scores: tf.Tensor, *, keypoint_threshold: float,
+                        tolerance: tf.Tensor | float, exact: tf.Tensor | bool
+                        ) -> Tuple[tf.Tensor, tf.Tensor]:
   """Each incomplete person gets the keypoints of one candidate's walk that complete it: the walk's
   keypoints of the types the person lacks, when with them the person's keypoint mean lies within
   `merging.WHOLE_FRACTION` of `tolerance` of its identity (its embeddings point to the mean of all
   its labelled keypoints, DM_c). Of several, the walk that brings the mean closest. Arguments and
-  result as in `claim_keypoints` (nothing changes unless `exact`); a person decoded whole takes
-  nothing."""
-  identity, has_identity = merging.identities(
-      keypoints, scores, valid, seg, mask_offset, mask_stride=mask_stride,
-      seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
-      tolerance=tolerance)
+  result as in `claim_keypoints` (nothing changes unless `exact`; the identities do not change:
+  the added keypoints are occluded ones, whose embeddings point elsewhere); a person decoded whole
+  takes nothing."""
   confident = (scores > keypoint_threshold) & valid[:, None]
   count, total = merging.keypoint_sums(keypoints, confident)
   whole = merging.is_whole(keypoints, confident, identity, has_identity,

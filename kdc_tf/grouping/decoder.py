@@ -43,6 +43,8 @@ from kdc_tf.grouping import (claiming, gaussian, mask_only, masks, merging, peak
 INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
 # People selected by the seed rule before repeated poses are dropped, per output slot.
 REPEAT_POOL = 2
+# Candidates whose walked keypoints people may claim (`claiming`), per output slot.
+CLAIM_POOL = 4
 
 
 def model_outputs_to_grouping_inputs(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -240,23 +242,32 @@ class Grouper(tf.Module):
                     tolerance=merging.identity_tolerance(noise, config.nms_radius))
     exact = noise <= merging.EXACT_EMBEDDING_NOISE
     if config.merge_fragments:
-      # Every candidate's walked keypoints, scored like people's (`claiming`).
-      pool_scores = tf.minimum(keypoint_scores / voting.disk_mass(
-          candidate_poses, self._disk_radius, self._stride), 1.0)
-      pool = (candidate_poses, pool_scores)
       xy, point_scores, valid = merging.merge_fragments(xy, point_scores, valid, seg, mask_offset,
                                                         exact=exact, **settings)
       xy, point_scores, valid = merging.complete_people(xy, point_scores, valid, seg, mask_offset,
                                                         exact=exact, **settings)
-      xy, point_scores = claiming.claim_keypoints(xy, point_scores, valid, *pool, seg,
-                                                  mask_offset, exact=exact, **settings)
-      xy, point_scores = claiming.complete_from_walks(xy, point_scores, valid, *pool, seg,
-                                                      mask_offset, exact=exact, **settings)
+    identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
+                                                **settings)
+    if config.merge_fragments:
+      # The walks of the `CLAIM_POOL` x output slots candidates with the most evidence, their
+      # keypoints scored like people's (`claiming`).
+      _, best = tf.math.top_k(tf.reduce_sum(keypoint_scores, axis=1),
+                              k=min(CLAIM_POOL * config.max_people, keypoint_scores.shape[0]))
+      pool_keypoints = tf.gather(candidate_poses, best)
+      pool = (pool_keypoints, tf.minimum(tf.gather(keypoint_scores, best) / voting.disk_mass(
+          pool_keypoints, self._disk_radius, self._stride), 1.0))
+      claim = dict(keypoint_threshold=config.centroid_keypoint_threshold,
+                   tolerance=settings["tolerance"], exact=exact)
+      xy, point_scores = claiming.claim_keypoints(
+          xy, point_scores, valid, identity, has_identity, *pool, seg, mask_offset,
+          mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold, **claim)
+      xy, point_scores = claiming.complete_from_walks(xy, point_scores, valid, identity,
+                                                      has_identity, *pool, **claim)
+      identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
+                                                  **settings)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)
     # Where the embeddings are exact, a person's mask centre is where its keypoints' embeddings
     # point, which holds for a fragment too; the keypoint mean is off it for a fragment.
-    identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
-                                                **settings)
     centres = tf.where((has_identity & exact)[:, None], identity, centres)
     membership = masks.membership_maps(
         seg, mask_offset, centres, valid, mask_stride=geometry.MASK_STRIDE,
