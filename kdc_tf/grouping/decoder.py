@@ -9,7 +9,8 @@ exported SavedModel. It runs in stages:
    (`poses`).
 2. Greedy selection: `tf.image.non_max_suppression_overlaps` (no XLA kernel), then the people
    that repeat an earlier person's pose are dropped (`poses.drop_repeats`).
-3. (XLA) people's keypoints, fragment merging and completion (`merging`), scores, membership
+3. (XLA) people's keypoints, fragment merging and completion (`merging`), keypoints claimed by
+   identity and completion from the candidates' walks (`claiming`), scores, membership
    (`masks`), mask-only people in the remaining slots (`mask_only`), IGO instance maps; then (XLA)
    the maps' resampling tables; then, at the dynamic output size, the masks, and the keypoints in
    output pixels, clipped to the output image (the square input's padding maps beyond it).
@@ -20,7 +21,8 @@ once per input size, not once per image (`tests/test_grouping.py` checks it).
 Deviations from DESIGN.md 'Decoding', each justified by a measurement in docs/grouping.md or
 docs/occlusion.md: repeated poses suppressed, walks stopped at unsupported keypoints and offsets
 read from the corners that vote for the keypoint (`poses`), keypoint scores as vote mass
-(`voting`), fragments merged and people completed (`merging`), mask centroid as the plain mean of
+(`voting`), fragments merged and people completed (`merging`), keypoints claimed by identity
+(`claiming`), mask centroid as the plain mean of
 the confident keypoints (`masks`), mask-only people (`mask_only`).
 
 Person score: the mean over all K types of the keypoint scores (DESIGN.md 'Decoding' 4), each in
