@@ -865,3 +865,31 @@ def test_a_person_lacking_occluded_keypoints_gets_them_from_a_walk():
   again = claiming.complete_from_walks(completed, completed_scores, *inputs[2:], exact=True,
                                        **settings)
   np.testing.assert_allclose(again[1].numpy(), completed_scores.numpy())
+
+
+def test_a_person_lacking_occluded_keypoints_gets_them_from_two_walks():
+  """As above, but candidate 1 walked only type 3 and candidate 2 only type 4: no single walk
+  completes the person, both together do (before: the person stayed without them). Candidate 3
+  repeats type 3 elsewhere and is not taken."""
+  stride = 4
+  seg, mask_offset = _embedding_field(80, stride, [(0, 120, (100.0, 100.0)),
+                                                   (120, 320, (200.0, 100.0))])
+  keypoints = np.zeros((1, 5, 2), np.float32)
+  scores = np.zeros((1, 5), np.float32)
+  keypoints[0, :3] = [(60.0, 100.0), (80.0, 60.0), (100.0, 150.0)]
+  scores[0, :3] = 0.9
+  pool = np.zeros((4, 5, 2), np.float32)
+  pool_scores = np.zeros((4, 5), np.float32)
+  pool[0], pool_scores[0] = keypoints[0], scores[0]
+  pool[1, 3], pool_scores[1, 3] = (130.0, 100.0), 0.8
+  pool[2, 4], pool_scores[2, 4] = (130.0, 90.0), 0.7
+  pool[3, 3], pool_scores[3, 3] = (250.0, 100.0), 0.95
+  identity, has_identity = merging.identities(
+      tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), seg, mask_offset,
+      mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0, tolerance=2.0)
+  completed, completed_scores = claiming.complete_from_walks(
+      tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), identity, has_identity,
+      tf.constant(pool), tf.constant(pool_scores), keypoint_threshold=0.05, tolerance=2.0,
+      exact=True)
+  np.testing.assert_allclose(completed[0, 3:].numpy(), [(130.0, 100.0), (130.0, 90.0)])
+  np.testing.assert_allclose(completed_scores.numpy(), [[0.9, 0.9, 0.9, 0.8, 0.7]])

@@ -12,7 +12,8 @@ that type. Two rules use the walked keypoints of every candidate as a pool:
    and only the walk tells the two apart.
 2. `complete_from_walks`: a person's identity is the mean of all its labelled keypoints, so the
    keypoints it lacks are those whose addition brings its keypoint mean onto its identity; one
-   candidate's walked keypoints of the types it lacks that do so complete it. This places
+   candidate's walked keypoints of the types it lacks that do so complete it (or two candidates'
+   with no type in common). This places
    occluded keypoints, whose embeddings point to the occluder (`merging.complete_people` does the
    same with the selected pieces only).
 
@@ -32,6 +33,9 @@ from kdc_tf.grouping import merging, sampling
 # A keypoint embeds onto an identity when at least this fraction of the bilinear weight of its
 # on-mask grid corners embeds within the identity tolerance of it.
 AGREEMENT = 0.5
+# `complete_from_walks` pairs walks among the this many per person whose keypoints alone bring
+# the person's keypoint mean closest to its identity (the figures of all 120 with 32).
+PAIR_WALKS = 32
 
 
 def _corner_embeddings(keypoints: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Tensor,
@@ -108,26 +112,52 @@ def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   """Each incomplete person gets the keypoints of one candidate's walk that complete it: the walk's
   keypoints of the types the person lacks, when with them the person's keypoint mean lies within
   `merging.WHOLE_FRACTION` of `tolerance` of its identity (its embeddings point to the mean of all
-  its labelled keypoints, DM_c). Of several, the walk that brings the mean closest. Arguments and
-  result as in `claim_keypoints` (nothing changes unless `exact`; the identities do not change:
-  the added keypoints are occluded ones, whose embeddings point elsewhere); a person decoded whole
-  takes nothing."""
+  its labelled keypoints, DM_c). Of several, the walk that brings the mean closest. Where no single
+  walk does, two walks with no type in common, among the `PAIR_WALKS` that alone bring the mean
+  closest. Arguments and result as in `claim_keypoints` (nothing changes unless `exact`; the
+  identities do not change: the added keypoints are occluded ones, whose embeddings point
+  elsewhere); a person decoded whole takes nothing."""
   confident = (scores > keypoint_threshold) & valid[:, None]
   count, total = merging.keypoint_sums(keypoints, confident)
   whole = merging.is_whole(keypoints, confident, identity, has_identity,
                            merging.WHOLE_FRACTION * tolerance)
+  eligible = has_identity & valid & ~whole & (count > 0.0) & exact
+  squared_tolerance = tf.square(merging.WHOLE_FRACTION * tolerance)
   use = ~confident[:, None] & (pool_scores > keypoint_threshold)[None]  # [N, P, K]
   use_weight = tf.cast(use, tf.float32)
   added = tf.reduce_sum(use_weight, axis=-1)  # [N, P]
   sums = tf.einsum("npk,pkc->npc", use_weight, pool_keypoints)
   union = (total[:, None] + sums) / tf.maximum(count[:, None] + added, 1.0)[..., None]
   gaps = tf.reduce_sum(tf.square(union - identity[:, None]), axis=-1)  # [N, P]
-  fits = ((added > 0.0) & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance))
-          & (has_identity & valid & ~whole & (count > 0.0) & exact)[:, None])
+  fits = (added > 0.0) & (gaps <= squared_tolerance) & eligible[:, None]
   costs = tf.where(fits, gaps, float("inf"))
   best = tf.argmin(costs, axis=1, output_type=tf.int32)
   found = tf.math.is_finite(tf.reduce_min(costs, axis=1))
   add = tf.gather(use, best, batch_dims=1) & found[:, None]  # [N, K]
   keypoints = tf.where(add[..., None], tf.gather(pool_keypoints, best), keypoints)
   scores = tf.where(add, tf.gather(pool_scores, best), scores)
+  # Else two walks with no type in common, among the `PAIR_WALKS` that alone bring the person's
+  # mean closest to its identity.
+  closest = tf.math.top_k(-tf.where(added > 0.0, gaps, float("inf")),
+                          k=min(PAIR_WALKS, pool_scores.shape[0]))
+  walks = closest.indices  # [N, M]
+  walk_use = tf.gather(use_weight, walks, batch_dims=1)  # [N, M, K]
+  walk_sums = tf.gather(sums, walks, batch_dims=1)  # [N, M, 2]
+  walk_added = tf.gather(added, walks, batch_dims=1)  # [N, M]
+  common = tf.einsum("npk,nqk->npq", walk_use, walk_use)
+  pair_union = ((total[:, None, None] + walk_sums[:, :, None] + walk_sums[:, None])
+                / tf.maximum(count[:, None, None] + walk_added[:, :, None] + walk_added[:, None],
+                             1.0)[..., None])
+  pair_gaps = tf.reduce_sum(tf.square(pair_union - identity[:, None, None]), axis=-1)
+  pair_fits = ((common == 0.0) & tf.math.is_finite(closest.values)[:, :, None]
+               & tf.math.is_finite(closest.values)[:, None]
+               & (pair_gaps <= squared_tolerance) & (eligible & ~found)[:, None, None])  # [N, M, M]
+  pair_costs = tf.reshape(tf.where(pair_fits, pair_gaps, float("inf")), [scores.shape[0], -1])
+  pair = tf.argmin(pair_costs, axis=1, output_type=tf.int32)
+  pair_found = tf.math.is_finite(tf.reduce_min(pair_costs, axis=1))
+  for slot in (pair // walks.shape[1], pair % walks.shape[1]):
+    walk = tf.gather(walks, slot, batch_dims=1)  # [N]
+    add = tf.gather(use, walk, batch_dims=1) & pair_found[:, None]
+    keypoints = tf.where(add[..., None], tf.gather(pool_keypoints, walk), keypoints)
+    scores = tf.where(add, tf.gather(pool_scores, walk), scores)
   return keypoints, scores
