@@ -101,6 +101,18 @@ def test_gaussian_kernels_are_normalised_and_smooth_matches_convolution():
                              atol=1e-5)
 
 
+@pytest.mark.parametrize("sigma_cells", [0.2, 0.4, 1.4, 2.8])
+def test_mean_peak_height_is_the_peak_of_a_splatted_unit_mass_averaged_over_positions(
+    sigma_cells):
+  kernels = gaussian.gaussian_kernels_1d([sigma_cells])
+  positions = np.random.default_rng(0).uniform(20.0, 28.0, (400, 2)).astype(np.float32)
+  votes = sampling.splat(tf.ones([400]), tf.constant(positions), tf.range(400), 4.0,
+                         (15, 15, 400))
+  peaks = tf.reduce_max(gaussian.smooth(votes, np.repeat(kernels, 400, axis=1)), axis=(0, 1))
+  assert gaussian.mean_peak_heights(kernels)[0] == pytest.approx(float(tf.reduce_mean(peaks)),
+                                                                rel=0.02)
+
+
 def test_perfect_disk_votes_a_mass_of_about_one_at_its_keypoint():
   scene = scenes.make_scene(COCO, SIZE, [(80.0, 20.0, 120.0)])
   inputs = _targets(scene)
@@ -158,7 +170,7 @@ def test_single_person_keypoints_recovered_exactly(grouper):
   assert np.all(result["keypoints"][1:] == 0) and not result["masks"][1:].any()
 
 
-@pytest.mark.parametrize("dataset, stride", [("crowdpose", 8), ("coco", 16)])
+@pytest.mark.parametrize("dataset, stride", [("crowdpose", 8), ("coco", 16), ("coco", 4)])
 def test_other_layouts_and_strides_recover_keypoints(dataset, stride):
   experiment = ExperimentConfig(geometry=Geometry(dataset=dataset, input_size=SIZE,
                                                  output_stride=stride))

@@ -47,6 +47,8 @@ INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
 REPEAT_POOL = 2
 # Candidates whose walked keypoints people may claim (`claiming`), per output slot.
 CLAIM_POOL = 4
+# The pose-grid stride whose score maps `GroupingConfig.peak_threshold` applies to as they are.
+SCORE_REFERENCE_STRIDE = 8
 
 
 def model_outputs_to_grouping_inputs(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -121,6 +123,13 @@ class Grouper(tf.Module):
     self._edge_orders = poses.breadth_first_edges(self._spec)
     self._pgo_kernels = gaussian.gaussian_kernels_1d(gaussian.pgo_sigmas_in_cells(
         self._spec.high_variance, config.pgo_sigma_high, config.pgo_sigma_low, self._stride))
+    # Score maps in units of the stride-8 grid's, where `peak_threshold` was tuned: a perfect
+    # disk's peak reads the same at every stride (a finer grid spreads PGO over more cells).
+    reference_kernels = gaussian.gaussian_kernels_1d(gaussian.pgo_sigmas_in_cells(
+        self._spec.high_variance, config.pgo_sigma_high, config.pgo_sigma_low,
+        SCORE_REFERENCE_STRIDE))
+    self._score_scale = (gaussian.mean_peak_heights(reference_kernels)
+                         / gaussian.mean_peak_heights(self._pgo_kernels))
     self._igo_cells = gaussian.sigma_in_cells(config.igo_sigma, geometry.MASK_STRIDE)
     self._find_poses = tf.function(self._poses_of_all_candidates, jit_compile=jit_compile,
                                    autograph=False)
@@ -200,7 +209,7 @@ class Grouper(tf.Module):
       votes = voting.hough_score_maps(heatmap, keycentroid, self._stride, self._disk_radius)
     else:  # Without KeyCentroid: heatmap peaks, no voting, no refinement (zero offsets).
       votes, keycentroid = heatmap, tf.zeros_like(keycentroid)
-    score_maps = gaussian.smooth(votes, self._pgo_kernels)
+    score_maps = gaussian.smooth(votes, self._pgo_kernels) * self._score_scale
     candidates = peaks.find_candidates(score_maps, self._config.peak_threshold,
                                        self._config.peaks_per_type)
     cell_points = tf.reshape(geometry.grid_points(g, g, self._stride), [g * g, 2])

@@ -60,6 +60,17 @@ def gaussian_kernels_1d(sigmas: Sequence[float]) -> np.ndarray:
   return (kernels / kernels.sum(axis=0, keepdims=True)).astype(np.float32)
 
 
+def mean_peak_heights(kernels_1d: np.ndarray, positions: int = 16) -> np.ndarray:
+  """float32 `[C]`: the peak each channel's 2-D kernel makes of a unit mass splatted bilinearly,
+  averaged over the mass's position in its cell. Separable: the square of the 1-D mean peak."""
+  fractions = (np.arange(positions, dtype=np.float64) + 0.5) / positions  # [U]
+  taps = np.pad(kernels_1d.astype(np.float64), [[1, 1], [0, 0]])  # zero beyond the kernel
+  # 1-D: mass 1 - u on grid point 0, u on grid point 1, smoothed: [U, taps + 1, C].
+  smoothed = ((1.0 - fractions)[:, None, None] * taps[None, 1:]
+              + fractions[:, None, None] * taps[None, :-1])
+  return np.square(smoothed.max(axis=1).mean(axis=0)).astype(np.float32)
+
+
 def smooth(maps: tf.Tensor, kernels_1d: np.ndarray, axes: Sequence[int] = (0, 1)) -> tf.Tensor:
   """Separable Gaussian smoothing of a rank-3 tensor along its two spatial `axes`.
 
