@@ -62,7 +62,8 @@ def define_geometry_flags(input_size: Optional[int] = _DEFAULT.input_size,
       flags.DEFINE_alias(alias, "input_size", flag_values=flag_values)
   if output_stride and not _defined("output_stride", flag_values):
     flags.DEFINE_enum("output_stride", str(_DEFAULT.output_stride),
-                      [str(s) for s in OUTPUT_STRIDES], "Pose-grid stride of the trunk.",
+                      [str(s) for s in OUTPUT_STRIDES], "Pose-grid stride (4: PoseNet on SegNet's "
+                      "stride-4 decoder, the trunk at --override=model.trunk_stride=8 or 16).",
                       flag_values=flag_values)
   if disk_radius and not _defined("disk_radius", flag_values):
     flags.DEFINE_float("disk_radius", _DEFAULT.disk_radius,

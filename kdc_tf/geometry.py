@@ -7,7 +7,8 @@ decoder, `Predictor`) cannot drift apart (ARCHITECTURE.md, notation).
 Conventions: pixel index i sits at coordinate i. Grids are corner-aligned: point `(r, c)` of a
 stride-s grid sits at input pixel `(x, y) = (s * c, s * r)`, so an input of size S has
 `(S - 1) / s + 1` points per side. The mask grid has stride `MASK_STRIDE`; the pose grid has the
-trunk's output stride (one of `OUTPUT_STRIDES`, each a multiple of `MASK_STRIDE`).
+output stride (one of `OUTPUT_STRIDES`, each a multiple of `MASK_STRIDE`): the trunk's, or at 4
+the mask grid itself (`kdc_tf.modeling`).
 
 The deterministic resize of evaluation and serving fits the long side corner to corner:
 `inference_scale = (S - 1) / (max(H, W) - 1)`, original pixel x lands on input pixel x * scale, and
@@ -24,7 +25,7 @@ import tensorflow as tf
 from kdc_tf.datasets import DatasetSpec, get_dataset_spec
 
 MASK_STRIDE = 4
-OUTPUT_STRIDES = (8, 16)
+OUTPUT_STRIDES = (4, 8, 16)
 # Offsets' unit, in input pixels, independent of the disk radius R: the offset heads predict
 # offsets / OFFSET_SCALE and the offset L1 losses divide by it, so that changing R (the paper's
 # 8/16/32 ablation) changes the disks alone, not the heads' output scale or the losses' weights.

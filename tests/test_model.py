@@ -65,6 +65,29 @@ def test_grids_are_corner_aligned_sizes(size, stride, pose, mask):
   assert model.output["seg_logits"].shape[1:3] == (mask, mask)
 
 
+@pytest.mark.parametrize("trunk_stride,trunk_grid", [(None, 25), (8, 25), (16, 13)])
+def test_a_stride_4_pose_grid_runs_posenet_on_the_decoder_features(trunk_stride, trunk_grid):
+  model = build_kdc_model(ModelConfig(depth="tiny", trunk_stride=trunk_stride),
+                          Geometry(input_size=193, output_stride=4))
+  trunk = model.get_layer("resnettiny")
+  assert trunk.output["features"].shape[1:3] == (trunk_grid, trunk_grid)
+  for name in ("heatmap_logits", "keycentroid", "midrange", "seg_logits", "mask_offset"):
+    assert model.output[name].shape[1:3] == (49, 49), name
+  # PoseNet reads SegNet's fused stride-4 features, not the neck's.
+  assert model.get_layer("pose_head_conv").input.shape[1:] == (49, 49, 128)
+
+
+def test_a_trunk_finer_than_the_pose_grid_or_between_grids_is_refused():
+  with pytest.raises(ValueError, match="trunk_stride"):
+    ModelConfig(trunk_stride=4)
+  with pytest.raises(ValueError, match="finer than the pose grid"):
+    build_kdc_model(ModelConfig(depth="tiny", trunk_stride=8),
+                    Geometry(input_size=129, output_stride=16))
+  with pytest.raises(ValueError, match="stride-4 pose grid"):
+    build_kdc_model(ModelConfig(depth="tiny", trunk_stride=16),
+                    Geometry(input_size=129, output_stride=8))
+
+
 @pytest.mark.parametrize("stride", [8, 16])
 def test_grid_point_i_sits_at_input_pixel_stride_times_i(stride):
   """The input region that feeds a feature point is centred on its pixel (corner alignment)."""
@@ -111,10 +134,25 @@ def test_crowdpose_heads_follow_its_spec():
 def test_offsets_are_head_output_times_offset_scale_whatever_the_disk_radius(disk_radius):
   model = build_kdc_model(ModelConfig(depth="tiny"),
                           Geometry(input_size=129, disk_radius=disk_radius))
-  image = np.random.default_rng(0).uniform(0, 255, (1, 129, 129, 3)).astype(np.float32)
+  rng = np.random.default_rng(0)
+  image = rng.uniform(0, 255, (1, 129, 129, 3)).astype(np.float32)
   for name in ("keycentroid", "midrange", "mask_offset"):
-    raw = keras.Model(model.input, model.get_layer(f"{name}_raw").output)(image)
-    np.testing.assert_allclose(model(image)[name], OFFSET_SCALE * raw.numpy(), rtol=1e-5)
+    layer = model.get_layer(f"{name}_raw")
+    # Offset outputs start at zero: give them weights so that the scale shows.
+    layer.set_weights([rng.normal(0.0, 0.1, w.shape).astype(np.float32)
+                       for w in layer.get_weights()])
+    raw = keras.Model(model.input, layer.output)(image).numpy()
+    assert np.abs(raw).max() > 0.01
+    np.testing.assert_allclose(model(image)[name], OFFSET_SCALE * raw, rtol=1e-5, atol=1e-4)
+
+
+def test_offsets_start_at_zero_and_the_heatmap_does_not():
+  model = build_kdc_model(ModelConfig(depth="tiny"), Geometry(input_size=129))
+  image = np.random.default_rng(0).uniform(0, 255, (1, 129, 129, 3)).astype(np.float32)
+  outputs = model(image)
+  for name in ("keycentroid", "midrange", "mask_offset"):
+    assert not np.any(outputs[name].numpy()), name
+  assert np.abs(outputs["heatmap_logits"].numpy()).max() > 0.01
 
 
 def test_outputs_are_float32_under_mixed_precision():

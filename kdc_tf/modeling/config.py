@@ -18,6 +18,8 @@ TRUNK_DEPTHS = {
     "152": ((3, 8, 36, 3), 64),
 }
 
+TRUNK_STRIDES = (8, 16)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -45,6 +47,10 @@ class ModelConfig:
   pose_head_width: int = 256
   low_level_width: int = 48
   decoder_width: int = 128
+  # The trunk's output stride (8 or 16); None = the pose grid's (`Geometry.output_stride`), or 8
+  # for a stride-4 pose grid. A coarser trunk than the pose grid is upsampled by SegNet's decoder,
+  # on whose stride-4 features PoseNet then runs.
+  trunk_stride: Optional[int] = None
 
   def __post_init__(self):
     object.__setattr__(self, "depth", str(self.depth))
@@ -52,6 +58,9 @@ class ModelConfig:
       raise ValueError(f"depth must be one of {sorted(TRUNK_DEPTHS)}, got {self.depth!r}")
     if self.offset_scale <= 0:
       raise ValueError(f"offset_scale must be positive, got {self.offset_scale}")
+    if self.trunk_stride is not None and self.trunk_stride not in TRUNK_STRIDES:
+      raise ValueError(f"trunk_stride must be None or one of {TRUNK_STRIDES}, "
+                       f"got {self.trunk_stride}")
     for name in ("neck_width", "pose_head_width", "low_level_width", "decoder_width"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

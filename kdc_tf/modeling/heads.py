@@ -72,9 +72,14 @@ def _conv_bn_relu(x, filters: int, kernel_size: int, name: str):
 
 
 def _output(x, channels: int, name: str, scale: float | None = None):
-  """1x1 float32 output convolution, optionally scaled from offset units to input pixels."""
+  """1x1 float32 output convolution, optionally scaled from offset units to input pixels.
+
+  Offset outputs start at zero (a random init starts them ~30 px off everywhere).
+  """
   raw_name = f"{name}_raw" if scale is not None else name
-  x = keras.layers.Conv2D(channels, 1, dtype="float32", name=raw_name)(x)
+  initializer = "zeros" if scale is not None else "glorot_uniform"
+  x = keras.layers.Conv2D(channels, 1, dtype="float32", kernel_initializer=initializer,
+                          name=raw_name)(x)
   return x if scale is None else Scale(scale, dtype="float32", name=name)(x)
 
 
@@ -83,11 +88,14 @@ def neck(features, config: ModelConfig):
   return _conv_bn_relu(features, config.neck_width, 1, name="neck")
 
 
-def pose_net(neck_features, config: ModelConfig,
+def pose_net(features, config: ModelConfig,
              geometry: Geometry) -> Dict[str, keras.KerasTensor]:
-  """Heatmap logits [K], KeyCentroid [2K] and mid-range [2E] offsets on the pose grid."""
+  """Heatmap logits [K], KeyCentroid [2K] and mid-range [2E] offsets on the pose grid.
+
+  `features`: the neck's on a stride-8/16 pose grid, SegNet's decoder's on a stride-4 one.
+  """
   spec = geometry.spec
-  x = _conv_bn_relu(neck_features, config.pose_head_width, 3, name="pose_head")
+  x = _conv_bn_relu(features, config.pose_head_width, 3, name="pose_head")
   return {
       "heatmap_logits": _output(x, spec.num_keypoints, "heatmap_logits"),
       "keycentroid": _output(x, 2 * spec.num_keypoints, "keycentroid", config.offset_scale),
@@ -95,15 +103,18 @@ def pose_net(neck_features, config: ModelConfig,
   }
 
 
-def seg_net(neck_features, stride4_features, config: ModelConfig,
-            geometry: Geometry) -> Dict[str, keras.KerasTensor]:
-  """Person-mask logit [1] and MaskCentroid offsets [2] on the stride-4 mask grid."""
-  upsampled = AlignedUpsample(geometry.output_stride // MASK_STRIDE,
-                              name="decoder_upsample")(neck_features)
+def decoder_features(neck_features, stride4_features, config: ModelConfig, trunk_stride: int):
+  """SegNet's DeepLabv3+-style decoder: the neck upsampled to the stride-4 grid, fused with a 1x1
+  projection of the trunk's stride-4 features by one 3x3 conv."""
+  upsampled = AlignedUpsample(trunk_stride // MASK_STRIDE, name="decoder_upsample")(neck_features)
   low_level = _conv_bn_relu(stride4_features, config.low_level_width, 1, name="decoder_low_level")
   x = keras.layers.Concatenate(name="decoder_concat")([upsampled, low_level])
-  x = _conv_bn_relu(x, config.decoder_width, 3, name="decoder_fuse")
+  return _conv_bn_relu(x, config.decoder_width, 3, name="decoder_fuse")
+
+
+def seg_net(decoded_features, config: ModelConfig) -> Dict[str, keras.KerasTensor]:
+  """Person-mask logit [1] and MaskCentroid offsets [2] on the stride-4 mask grid."""
   return {
-      "seg_logits": _output(x, 1, "seg_logits"),
-      "mask_offset": _output(x, 2, "mask_offset", config.offset_scale),
+      "seg_logits": _output(decoded_features, 1, "seg_logits"),
+      "mask_offset": _output(decoded_features, 2, "mask_offset", config.offset_scale),
   }

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import keras
 
-from kdc_tf.geometry import Geometry
+from kdc_tf.geometry import MASK_STRIDE, Geometry
 from kdc_tf.modeling import heads
 from kdc_tf.modeling.config import ModelConfig
-from kdc_tf.modeling.trunk import build_trunk
+from kdc_tf.modeling.trunk import build_trunk, trunk_stride
 
 OUTPUT_NAMES = ("heatmap_logits", "keycentroid", "midrange", "seg_logits", "mask_offset")
 
@@ -25,8 +25,17 @@ def build_kdc_model(config: ModelConfig, geometry: Geometry) -> keras.Model:
   image = keras.Input((geometry.input_size, geometry.input_size, 3), name="image")
   features = trunk(image)
   neck_features = heads.neck(features["features"], config)
-  outputs = {**heads.pose_net(neck_features, config, geometry),
-             **heads.seg_net(neck_features, features["stride4"], config, geometry)}
+  decoded = heads.decoder_features(neck_features, features["stride4"], config,
+                                   trunk_stride(config, geometry))
+  if geometry.output_stride == MASK_STRIDE:
+    pose_features = decoded
+  elif geometry.output_stride == trunk_stride(config, geometry):
+    pose_features = neck_features
+  else:
+    raise ValueError(f"A pose grid at stride {geometry.output_stride} needs a trunk at that "
+                     f"stride or a stride-{MASK_STRIDE} pose grid")
+  outputs = {**heads.pose_net(pose_features, config, geometry),
+             **heads.seg_net(decoded, config)}
   return keras.Model(image, {name: outputs[name] for name in OUTPUT_NAMES}, name="kdc")
 
 

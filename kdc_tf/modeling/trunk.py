@@ -26,6 +26,7 @@ _BN_EPSILON = 1.001e-5
 _EXPANSION = 4
 # ImageNet BGR channel means ("caffe" preprocessing, keras.applications.resnet.preprocess_input).
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+MIN_TRUNK_STRIDE = 8
 
 
 @keras.saving.register_keras_serializable(package="kdc_tf")
@@ -58,6 +59,17 @@ def _bottleneck(x, filters: int, stride: int, dilation: int, conv_shortcut: bool
   return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
+def trunk_stride(config: ModelConfig, geometry: Geometry) -> int:
+  """`config.trunk_stride`, by default the pose grid's stride, or 8 for a stride-4 pose grid
+  (a trunk dilated from stride 4 would cost ~4x)."""
+  if config.trunk_stride is not None:
+    if config.trunk_stride < geometry.output_stride:
+      raise ValueError(f"trunk_stride {config.trunk_stride} is finer than the pose grid's "
+                       f"output_stride {geometry.output_stride}")
+    return config.trunk_stride
+  return max(geometry.output_stride, MIN_TRUNK_STRIDE)
+
+
 def _stage_strides(output_stride: int):
   """(stride, dilation) of conv2..conv5 for the requested output stride."""
   stages, current_stride, dilation = [], 4, 1
@@ -75,7 +87,7 @@ def build_trunk(config: ModelConfig, geometry: Geometry) -> keras.Model:
   """ResNet v1 trunk: image float32 [B, S, S, 3] RGB in [0, 255] -> named features.
 
   Outputs `stride4` (conv2 output, [B, (S-1)/4+1, ., 256*w]) for the SegNet decoder and
-  `features` (conv5 output at `geometry.output_stride`, [B, G, G, 2048*w]).
+  `features` (conv5 output at `trunk_stride(config, geometry)`, [B, G, G, 2048*w]).
   """
   blocks, width = TRUNK_DEPTHS[config.depth]
   size = geometry.input_size
@@ -90,7 +102,7 @@ def build_trunk(config: ModelConfig, geometry: Geometry) -> keras.Model:
 
   stride4 = None
   for stage, (num_blocks, (stride, dilation)) in enumerate(
-      zip(blocks, _stage_strides(geometry.output_stride))):
+      zip(blocks, _stage_strides(trunk_stride(config, geometry)))):
     filters = width * 2**stage
     for block in range(num_blocks):
       x = _bottleneck(x, filters, stride=stride if block == 0 else 1, dilation=dilation,
