@@ -11,14 +11,17 @@ from kdc_tf.config import AugmentConfig, ExperimentConfig, LossConfig, TrainConf
 from kdc_tf.geometry import Geometry
 from kdc_tf.modeling.config import ModelConfig
 
-# Small enough to train in minutes on two CPU cores, large enough for the synthetic people.
-QUICKSTART_INPUT_SIZE = 193
+# Resolution beats grid fineness at a fixed cost: 257 x 257 with a stride-16 trunk and PoseNet on
+# SegNet's stride-4 decoder costs what 193 x 193 with a stride-8 trunk did (about 2 forward GFLOPs)
+# and learns much more in the same steps (docs/learning.md, 'Resolution for the same compute').
+QUICKSTART_INPUT_SIZE = 257
+QUICKSTART_OUTPUT_STRIDE = 4
 QUICKSTART_DISK_RADIUS = 16.0
 QUICKSTART_STEPS = 1800
 QUICKSTART_LEARNING_RATE = 3e-3
-# The 'small' trunk with heads a quarter of the default widths' cost: the default heads (2.6 of
-# 2.8 forward GFLOPs with the 'tiny' trunk) bound the step time without helping the AP.
-QUICKSTART_MODEL = ModelConfig(depth="small", neck_width=128, pose_head_width=128,
+# The 'small' trunk with light heads: the default heads' widths bound the step time without
+# helping the AP.
+QUICKSTART_MODEL = ModelConfig(depth="small", trunk_stride=16, neck_width=128, pose_head_width=64,
                                low_level_width=32, decoder_width=64)
 # Flips only: the embedded data's people already vary in size and pose, and scale/rotation
 # augmentation slows learning within the quick start's budget.
@@ -35,7 +38,8 @@ def quickstart_config(train_pattern: str, steps: int = QUICKSTART_STEPS,
                       seed: int = 0) -> ExperimentConfig:
   """A small-trunk experiment on the synthetic data."""
   return ExperimentConfig(
-      geometry=Geometry(dataset="coco", input_size=QUICKSTART_INPUT_SIZE, output_stride=8,
+      geometry=Geometry(dataset="coco", input_size=QUICKSTART_INPUT_SIZE,
+                        output_stride=QUICKSTART_OUTPUT_STRIDE,
                         disk_radius=QUICKSTART_DISK_RADIUS),
       model=QUICKSTART_MODEL,
       augment=QUICKSTART_AUGMENT,

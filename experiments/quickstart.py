@@ -5,9 +5,10 @@ r"""The whole tool chain on the embedded synthetic dataset, in a few minutes on 
 1. Generates the embedded synthetic COCO-format dataset and its TFRecords (once; no download).
 2. Saves a PNG of one training example with its KDC targets (heatmaps, KeyCentroid arrows,
    instances, MaskCentroid arrows).
-3. Trains a small KDC network (`experiments.presets.quickstart_config`: 'small' trunk, light
-   heads, 193 x 193 input, 1800 steps of batch 8) with the real trainer; rerunning
-   resumes from the checkpoint. TensorBoard logs go to <work_dir>/model.
+3. Trains a small KDC network (`experiments.presets.quickstart_config`: 'small' trunk at stride
+   16, light heads, PoseNet on the stride-4 decoder, 257 x 257 input, 1800 steps of batch 8) with
+   the real trainer; rerunning resumes from the checkpoint. TensorBoard logs go to
+   <work_dir>/model.
 4. Evaluates it on the synthetic validation split with the in-graph predictor and pycocotools,
    and saves prediction overlays.
 
