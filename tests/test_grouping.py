@@ -843,12 +843,10 @@ def test_a_person_claims_the_keypoints_that_embed_onto_its_identity():
   np.testing.assert_allclose(claimed_scores.numpy(), expected_scores)
 
 
-def test_a_person_lacking_occluded_keypoints_gets_them_from_a_walk():
-  """Person 0's identity (100, 100) is the mean of its 5 labelled keypoints; types 3 and 4 lie on
-  an occluder's mask (x >= 120), so their embeddings point to the occluder and no walk of the
-  person reached them. Candidate 1's walk placed them (and the person's type 0 again): with them
-  the mean is the identity. Candidate 2's better-scoring type 3 elsewhere does not complete it.
-  Before, the person stayed without them."""
+def _person_lacking_occluded_keypoints(num_candidates):
+  """Person 0 with types 0 - 2 placed, its identity (100, 100) the mean of types 0 - 4, beside an
+  occluder's mask (x >= 120); a pool of `num_candidates` walks whose first is the person's own.
+  Returns keypoints, scores, identity, has_identity, pool, pool_scores."""
   stride = 4
   seg, mask_offset = _embedding_field(80, stride, [(0, 120, (100.0, 100.0)),
                                                    (120, 320, (200.0, 100.0))])
@@ -856,15 +854,26 @@ def test_a_person_lacking_occluded_keypoints_gets_them_from_a_walk():
   scores = np.zeros((1, 5), np.float32)
   keypoints[0, :3] = [(60.0, 100.0), (80.0, 60.0), (100.0, 150.0)]
   scores[0, :3] = 0.9
-  pool = np.zeros((3, 5, 2), np.float32)
-  pool_scores = np.zeros((3, 5), np.float32)
+  pool = np.zeros((num_candidates, 5, 2), np.float32)
+  pool_scores = np.zeros((num_candidates, 5), np.float32)
   pool[0], pool_scores[0] = keypoints[0], scores[0]
-  pool[1, [0, 3, 4]] = [(60.0, 100.0), (130.0, 100.0), (130.0, 90.0)]
-  pool_scores[1, [0, 3, 4]] = [0.9, 0.8, 0.7]
-  pool[2, 3], pool_scores[2, 3] = (250.0, 100.0), 0.95
   identity, has_identity = merging.identities(
       tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), seg, mask_offset,
       mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0, tolerance=2.0)
+  return keypoints, scores, identity, has_identity, pool, pool_scores
+
+
+def test_a_person_lacking_occluded_keypoints_gets_them_from_a_walk():
+  """Person 0's identity (100, 100) is the mean of its 5 labelled keypoints; types 3 and 4 lie on
+  an occluder's mask (x >= 120), so their embeddings point to the occluder and no walk of the
+  person reached them. Candidate 1's walk placed them (and the person's type 0 again): with them
+  the mean is the identity. Candidate 2's better-scoring type 3 elsewhere does not complete it.
+  Before, the person stayed without them."""
+  keypoints, scores, identity, has_identity, pool, pool_scores = (
+      _person_lacking_occluded_keypoints(3))
+  pool[1, [0, 3, 4]] = [(60.0, 100.0), (130.0, 100.0), (130.0, 90.0)]
+  pool_scores[1, [0, 3, 4]] = [0.9, 0.8, 0.7]
+  pool[2, 3], pool_scores[2, 3] = (250.0, 100.0), 0.95
   inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), identity,
             has_identity, tf.constant(pool), tf.constant(pool_scores))
   settings = dict(keypoint_threshold=0.05, tolerance=2.0)
@@ -883,22 +892,11 @@ def test_a_person_lacking_occluded_keypoints_gets_them_from_two_walks():
   """As above, but candidate 1 walked only type 3 and candidate 2 only type 4: no single walk
   completes the person, both together do (before: the person stayed without them). Candidate 3
   repeats type 3 elsewhere and is not taken."""
-  stride = 4
-  seg, mask_offset = _embedding_field(80, stride, [(0, 120, (100.0, 100.0)),
-                                                   (120, 320, (200.0, 100.0))])
-  keypoints = np.zeros((1, 5, 2), np.float32)
-  scores = np.zeros((1, 5), np.float32)
-  keypoints[0, :3] = [(60.0, 100.0), (80.0, 60.0), (100.0, 150.0)]
-  scores[0, :3] = 0.9
-  pool = np.zeros((4, 5, 2), np.float32)
-  pool_scores = np.zeros((4, 5), np.float32)
-  pool[0], pool_scores[0] = keypoints[0], scores[0]
+  keypoints, scores, identity, has_identity, pool, pool_scores = (
+      _person_lacking_occluded_keypoints(4))
   pool[1, 3], pool_scores[1, 3] = (130.0, 100.0), 0.8
   pool[2, 4], pool_scores[2, 4] = (130.0, 90.0), 0.7
   pool[3, 3], pool_scores[3, 3] = (250.0, 100.0), 0.95
-  identity, has_identity = merging.identities(
-      tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), seg, mask_offset,
-      mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0, tolerance=2.0)
   completed, completed_scores = claiming.complete_from_walks(
       tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool), identity, has_identity,
       tf.constant(pool), tf.constant(pool_scores), keypoint_threshold=0.05, tolerance=2.0,
