@@ -280,12 +280,13 @@ class Grouper(tf.Module):
     # Where the embeddings are exact, a person's mask centre is where its keypoints' embeddings
     # point, which holds for a fragment too; the keypoint mean is off it for a fragment.
     centres = tf.where((has_identity & exact)[:, None], identity, centres)
+    scores = tf.reduce_mean(point_scores, axis=1)
     membership = masks.membership_maps(
-        seg, mask_offset, centres, valid, mask_stride=geometry.MASK_STRIDE,
-        seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
+        seg, mask_offset, centres, masks.mask_owners(centres, scores, valid),
+        mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold,
+        membership_threshold=config.membership_threshold,
         membership_sigma=self._membership_sigma, static_centroids=self._centroid_mode == "static")
     keypoints = tf.concat([xy, point_scores[..., None]], axis=-1)
-    scores = tf.reduce_mean(point_scores, axis=1)
     if config.mask_only_people:
       keypoints, scores, membership, valid = mask_only.add_mask_only_people(
           keypoints, scores, membership, valid, seg, mask_offset, mask_stride=geometry.MASK_STRIDE,

@@ -39,6 +39,9 @@ from kdc_tf.grouping import gaussian
 
 # Membership threshold of the final, resampled instance maps.
 MASK_THRESHOLD = 0.5
+# Centres closer than this (input pixels) are the same centre: pieces of one person that share its
+# identity differ only by float round-off, which differs between CPUs.
+SAME_CENTRE_PX = 0.01
 
 
 def keypoint_centroids(keypoints: tf.Tensor, scores: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -53,6 +56,24 @@ def keypoint_centroids(keypoints: tf.Tensor, scores: tf.Tensor, threshold: float
   weights = tf.where(has_confident, confident, scores) + 1e-12
   return tf.reduce_sum(keypoints * weights[..., None], axis=1) / tf.reduce_sum(
       weights, axis=1)[:, None]
+
+
+def mask_owners(centres: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+  """bool `[N]`: the people that may take mask points; of those sharing a centre (within
+  `SAME_CENTRE_PX`), only the best-scoring (the first on equal scores).
+
+  Without it, which of several pieces with one identity took the whole mask was decided by the
+  round-off of their centres, i.e. by the CPU.
+
+  Args:
+    centres: float32 `[N, 2]`; scores: float32 `[N]`; valid: bool `[N]`.
+  """
+  people = tf.range(centres.shape[0])
+  same = (tf.reduce_sum(tf.square(centres[:, None] - centres[None]), axis=-1)
+          <= SAME_CENTRE_PX ** 2) & valid[:, None] & valid[None]
+  ahead = (scores[:, None] > scores[None]) | (
+      (scores[:, None] == scores[None]) & (people[:, None] < people[None]))  # [i, j]: i before j
+  return valid & ~tf.reduce_any(same & ahead, axis=0)
 
 
 def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
