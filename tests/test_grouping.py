@@ -9,7 +9,7 @@ from kdc_tf.config import EncoderConfig, ExperimentConfig, GroupingConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.geometry import Geometry
 from kdc_tf.grouping import (INPUT_KEYS, Grouper, claiming, gaussian, mask_only, masks, merging,
-                             model_outputs_to_grouping_inputs, poses, sampling, voting)
+                             model_outputs_to_grouping_inputs, peaks, poses, sampling, voting)
 from kdc_tf.synthetic import scenes
 
 SIZE = 161  # pose grid 21 x 21, mask grid 41 x 41
@@ -431,9 +431,9 @@ def test_compiled_stages_need_no_input_values(grouper):
   """
   inputs = [_targets(scenes.make_scene(COCO, SIZE, [(80.0, 10.0, 120.0)]))[key]
             for key in INPUT_KEYS]
-  candidate_poses, keypoint_scores, seed_scores, overlaps, _ = grouper._find_poses(*inputs)
+  candidate_poses, keypoint_scores, seed_scores, overlaps, _, *voted = grouper._find_poses(*inputs)
   selected = poses.select_people(overlaps, seed_scores, MAX_PEOPLE, 0.01)
-  people_args = [selected, candidate_poses, keypoint_scores, *inputs[3:]]
+  people_args = [selected, candidate_poses, keypoint_scores, *voted, *inputs[3:]]
   maps = grouper._make_people(*people_args)[2]
   for stage, args in ((grouper._find_poses, inputs),
                       (grouper._make_people, people_args),
@@ -864,6 +864,46 @@ def test_a_person_claims_the_keypoints_that_embed_onto_its_identity():
   expected[1, 3], expected_scores[1, 3] = (120.0, 60.0), 0.7
   np.testing.assert_allclose(claimed.numpy(), expected)
   np.testing.assert_allclose(claimed_scores.numpy(), expected_scores)
+
+
+def _wrist_scene():
+  """Person 1 about 12 px right of person 0 (in front of it), its left elbow hidden: its left
+  wrist has no labelled neighbour, and the score map holds one peak for both people's wrists."""
+  rng = np.random.default_rng(0)
+  dx, dy = rng.uniform(6, 16), rng.uniform(-4, 6)
+  scene = scenes.make_scene(COCO, SIZE, [(65.0, 12.0, 130.0), (65.0 + dx, 12.0 + dy, 125.0)],
+                            rng)
+  scene["keypoints"][1, COCO.keypoint_names.index("left_elbow")] = 0.0
+  return scene
+
+
+def test_voted_keypoints_hold_every_labelled_keypoint():
+  scene = _wrist_scene()
+  inputs = _targets(scene)
+  votes = voting.hough_score_maps(inputs["heatmap"], inputs["keycentroid"], 8, 32.0)
+  voted = peaks.voted_keypoints(inputs["heatmap"], inputs["keycentroid"],
+                                voting.window_mass(votes), 8, MAX_PEOPLE)
+  points, mass = voted.points.numpy(), voted.mass.numpy()
+  for person in scene["keypoints"]:
+    for k in np.nonzero(person[:, 2] > 0)[0]:
+      error = np.linalg.norm(points[k] - person[k, :2], axis=-1)
+      assert error[mass[k] > 0].min() < 1e-3
+  # And no other point: every voted point is a labelled keypoint of its type.
+  for k in range(COCO.num_keypoints):
+    labelled = scene["keypoints"][scene["keypoints"][:, k, 2] > 0, k, :2]
+    errors = np.linalg.norm(points[k][mass[k] > 0][:, None] - labelled[None], axis=-1)
+    assert errors.min(axis=1).max() < 1e-3
+
+
+def test_a_keypoint_no_walk_reaches_is_claimed_from_the_votes(grouper):
+  """Before, no candidate placed person 1's left wrist (no labelled neighbour to walk from, no
+  peak of its own) and person 1 came out without it; it is now claimed by identity from the
+  keypoints the KeyCentroid votes land on."""
+  scene = _wrist_scene()
+  out = _run(grouper, _targets(scene))
+  found = out["keypoints"][:out["num_people"]]
+  errors, _ = _match(np.where(found[..., 2:] > 0.05, found, np.inf), scene["keypoints"])
+  assert errors.max() < 0.01
 
 
 def _person_lacking_occluded_keypoints(num_candidates):

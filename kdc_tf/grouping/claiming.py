@@ -4,7 +4,8 @@ A visible keypoint lies on its own person's mask, so its embedding is its person
 a person's identity is the mean of all its labelled keypoints (DM_c). After merging and
 completion (`merging`), a person may still lack keypoints that some candidate's walk placed (in a
 mixture, an unmerged fragment, a candidate that was suppressed), or hold a neighbour's keypoint of
-that type. Two rules use the walked keypoints of every candidate as a pool:
+that type. Two rules use the walked keypoints of every candidate as a pool (and the first also
+the keypoints the KeyCentroid votes land on, `peaks.voted_keypoints`, which no walk may reach):
 
 1. `claim_keypoints`: a person's keypoint that does not embed onto its identity is replaced by the
    best-scoring pool keypoint of that type that does (identity-first assembly). Keypoints that

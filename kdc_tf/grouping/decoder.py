@@ -22,8 +22,8 @@ Deviations from DESIGN.md 'Decoding', each justified by a measurement in docs/gr
 docs/occlusion.md: repeated poses suppressed, walks stopped at unsupported keypoints and offsets
 read from the corners that vote for the keypoint (`poses`), keypoint scores as vote mass
 (`voting`), fragments merged and people completed (`merging`), keypoints claimed by identity
-(`claiming`), mask centroid as the plain mean of
-the confident keypoints (`masks`), mask-only people (`mask_only`).
+(`claiming`), also from the keypoints the KeyCentroid votes land on (`peaks`), mask centroid as
+the plain mean of the confident keypoints (`masks`), mask-only people (`mask_only`).
 
 Person score: the mean over all K types of the keypoint scores (DESIGN.md 'Decoding' 4), each in
 [0, 1] and about 1 when perfect: the fraction of a whole skeleton's evidence. A perfect person with
@@ -177,8 +177,8 @@ class Grouper(tf.Module):
   def _group(self, heatmap, keycentroid, midrange, seg, mask_offset, output_size, input_scale):
     tf.debugging.assert_positive(output_size, message="output_size must be positive")
     tf.debugging.assert_positive(input_scale, message="input_scale must be positive")
-    candidate_poses, keypoint_scores, seed_scores, overlaps, finite = self._find_poses(
-        heatmap, keycentroid, midrange, seg, mask_offset)
+    (candidate_poses, keypoint_scores, seed_scores, overlaps, finite, voted_points,
+     voted_scores) = self._find_poses(heatmap, keycentroid, midrange, seg, mask_offset)
     message = f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:"
     tf.debugging.Assert(tf.reduce_all(finite), [message, finite], summarize=len(INPUT_KEYS))
     pool = poses.select_people(overlaps, seed_scores, REPEAT_POOL * self._config.max_people,
@@ -186,7 +186,7 @@ class Grouper(tf.Module):
     selected = poses.drop_repeats(pool, candidate_poses, self._config.nms_radius,
                                   self._config.max_people, keypoint_scores > 0.0)
     keypoints, scores, maps, num_people = self._make_people(
-        selected, candidate_poses, keypoint_scores, seg, mask_offset)
+        selected, candidate_poses, keypoint_scores, voted_points, voted_scores, seg, mask_offset)
     tables = self._resampling_tables(maps)
     # On the output image, not in the padding of the square input (which maps beyond it).
     last_pixel = tf.cast(tf.reverse(output_size, [0]) - 1, tf.float32)  # (x, y)
@@ -201,7 +201,8 @@ class Grouper(tf.Module):
   def _poses_of_all_candidates(self, heatmap, keycentroid, midrange, seg, mask_offset):
     """Stage 1: every candidate's pose `[C, K, 2]`, keypoint scores `[C, K]`, seed scores `[C]`
     (-1 for invalid slots), suppression overlaps `[C, C]`, and whether each input is finite
-    (checked here, fused by XLA, rather than by 5 check_numerics ops)."""
+    (checked here, fused by XLA, rather than by 5 check_numerics ops), and the voted keypoints
+    `[M, K, 2]` with their evidence `[M, K]` (`peaks.voted_keypoints`; 0 in empty slots)."""
     finite = tf.stack([tf.reduce_all(tf.math.is_finite(t))
                        for t in (heatmap, keycentroid, midrange, seg, mask_offset)])
     g, k = self._pose_grid, self._spec.num_keypoints
@@ -223,16 +224,25 @@ class Grouper(tf.Module):
                                self._stride, self._input_size,
                                self._config.max_refinement_shift * self._disk_radius, noise)
     all_types = tf.broadcast_to(tf.range(k), walked.shape[:2])
-    evidence = sampling.sample_groups(voting.window_mass(votes), walked, all_types, 1,
-                                      self._stride)[..., 0]
+    window = voting.window_mass(votes)
+    evidence = sampling.sample_groups(window, walked, all_types, 1, self._stride)[..., 0]
     keypoint_scores = tf.where(found & candidates.valid[:, None], evidence, 0.0)
     overlaps = poses.suppression_overlaps(walked, seeds, candidates.types,
                                           self._config.nms_radius, found)
     seed_scores = tf.where(candidates.valid, candidates.scores, -1.0)
-    return walked, keypoint_scores, seed_scores, overlaps, finite
+    # Every keypoint its own grid cell votes for, `max_people` per type, a claiming pool
+    # (`claiming`) that holds also the keypoints no walk reaches.
+    voted = peaks.voted_keypoints(heatmap, keycentroid, window, self._stride,
+                                  self._config.max_people)
+    voted_evidence = sampling.sample_groups(
+        window, voted.points, tf.broadcast_to(tf.range(k)[:, None], voted.mass.shape), 1,
+        self._stride)[..., 0]
+    voted_points = tf.transpose(voted.points, [1, 0, 2])
+    voted_scores = tf.transpose(tf.where(voted.mass > 0.0, voted_evidence, 0.0))
+    return (walked, keypoint_scores, seed_scores, overlaps, finite, voted_points, voted_scores)
 
-  def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, seg,
-                                mask_offset):
+  def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, voted_points,
+                                voted_scores, seg, mask_offset):
     """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, instance maps `[N, M, M]` and
     the number of people."""
     config = self._config
@@ -269,8 +279,12 @@ class Grouper(tf.Module):
           pool_keypoints, self._disk_radius, self._stride), 1.0))
       claim = dict(keypoint_threshold=config.centroid_keypoint_threshold,
                    tolerance=settings["tolerance"], exact=exact)
+      # Claims also take the voted keypoints, which no walk may reach.
+      claim_pool = [tf.concat([walks, voted], axis=0) for walks, voted in zip(pool, (
+          voted_points, tf.minimum(voted_scores / voting.disk_mass(
+              voted_points, self._disk_radius, self._stride), 1.0)))]
       xy, point_scores = claiming.claim_keypoints(
-          xy, point_scores, valid, identity, has_identity, *pool, seg, mask_offset,
+          xy, point_scores, valid, identity, has_identity, *claim_pool, seg, mask_offset,
           mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold, **claim)
       xy, point_scores = claiming.complete_from_walks(xy, point_scores, valid, identity,
                                                       has_identity, *pool, **claim)
