@@ -796,6 +796,33 @@ def test_a_fragment_gets_its_whole_person_mask(eager_grouper):
   assert all(not split["masks"][piece].any() for piece in pieces if piece != best)
 
 
+def test_a_person_lacking_occluded_keypoints_gets_them_from_the_votes():
+  """Person 0 (identity (100, 100), the mean of its 5 labelled keypoints) lacks types 3 and 4, on
+  whole person 1's mask; no walk holds them, the voted keypoints do. Person 1's type 3 lies nearer
+  to person 0's identity but person 1 holds it; a free type 3 and 4 farther away do not fit."""
+  keypoints = np.zeros((2, 5, 2), np.float32)
+  scores = np.zeros((2, 5), np.float32)
+  keypoints[0, :3] = [(60.0, 100.0), (80.0, 60.0), (100.0, 150.0)]
+  keypoints[1] = [(250.0, 100.0), (230.0, 60.0), (230.0, 140.0), (120.0, 100.0), (170.0, 100.0)]
+  scores[0, :3], scores[1] = 0.9, 0.9
+  voted = np.zeros((3, 5, 2), np.float32)
+  voted_scores = np.zeros((3, 5), np.float32)
+  voted[0], voted_scores[0] = keypoints[1], 0.9
+  voted[1, 3:], voted_scores[1, 3:] = [(130.0, 100.0), (130.0, 90.0)], [0.8, 0.7]
+  voted[2, 3:], voted_scores[2, 3:] = [(300.0, 300.0), (250.0, 250.0)], 0.95
+  inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([2], tf.bool),
+            tf.constant([[100.0, 100.0], [200.0, 100.0]]), tf.ones([2], tf.bool),
+            tf.constant(voted), tf.constant(voted_scores))
+  settings = dict(keypoint_threshold=0.05, tolerance=2.0)
+  unchanged = claiming.complete_from_votes(*inputs, exact=False, **settings)
+  np.testing.assert_array_equal(unchanged[1].numpy(), scores)
+  completed, completed_scores = claiming.complete_from_votes(*inputs, exact=True, **settings)
+  expected, expected_scores = keypoints.copy(), scores.copy()
+  expected[0, 3:], expected_scores[0, 3:] = [(130.0, 100.0), (130.0, 90.0)], [0.8, 0.7]
+  np.testing.assert_allclose(completed.numpy(), expected)
+  np.testing.assert_allclose(completed_scores.numpy(), expected_scores)
+
+
 def test_of_people_sharing_a_centre_the_best_scoring_takes_the_mask():
   """Pieces of one person share its identity up to float round-off, which differs between CPUs:
   the round-off once decided which piece took the mask. Person 0 scores lower and sits nearer."""

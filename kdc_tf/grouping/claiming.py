@@ -11,12 +11,12 @@ the keypoints the KeyCentroid votes land on, `peaks.voted_keypoints`, which no w
    best-scoring pool keypoint of that type that does (identity-first assembly). Keypoints that
    agree stay: a keypoint hidden behind the person (labelled but occluded) embeds onto it as well,
    and only the walk tells the two apart.
-2. `complete_from_walks`: a person's identity is the mean of all its labelled keypoints, so the
-   keypoints it lacks are those whose addition brings its keypoint mean onto its identity; one
-   candidate's walked keypoints of the types it lacks that do so complete it (or two candidates'
-   with no type in common). This places
-   occluded keypoints, whose embeddings point to the occluder (`merging.complete_people` does the
-   same with the selected pieces only).
+2. `complete_from_walks`, then `complete_from_votes`: a person's identity is the mean of all its
+   labelled keypoints, so the keypoints it lacks are those whose addition brings its keypoint
+   mean onto its identity; one candidate's walked keypoints of the types it lacks that do so
+   complete it (or two candidates' with no type in common), else up to three voted keypoints
+   that no whole person holds. This places occluded keypoints, whose embeddings point to the
+   occluder (`merging.complete_people` does the same with the selected pieces only).
 
 Both apply only where the embeddings are exact (`merging.EXACT_EMBEDDING_NOISE`): a trained
 network's embeddings are biased. Deviation from DESIGN.md 'Decoding'; measurements in
@@ -25,8 +25,10 @@ docs/occlusion.md.
 
 from __future__ import annotations
 
+import itertools
 from typing import Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from kdc_tf.grouping import merging, sampling
@@ -37,6 +39,22 @@ AGREEMENT = 0.5
 # `complete_from_walks` pairs walks among the this many per person whose keypoints alone bring
 # the person's keypoint mean closest to its identity (the figures of all 120 with 32).
 PAIR_WALKS = 32
+# `complete_from_votes` adds at most this many keypoints to a person.
+VOTE_COMPLETION_SIZE = 3
+# A voted keypoint is held by a whole person whose keypoint of its type lies within this (input
+# pixels); `complete_from_votes` gives it to no other person.
+HELD_DISTANCE = 1.0
+
+
+def _type_subsets(num_types: int, max_size: int) -> np.ndarray:
+  """float32 `[S, K]`: one row per set of 1 to `max_size` keypoint types, smaller sets first."""
+  rows = []
+  for size in range(1, max_size + 1):
+    for types in itertools.combinations(range(num_types), size):
+      row = np.zeros(num_types, np.float32)
+      row[list(types)] = 1.0
+      rows.append(row)
+  return np.stack(rows)
 
 
 def _corner_embeddings(keypoints: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Tensor,
@@ -161,4 +179,47 @@ def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
     add = tf.gather(use, walk, batch_dims=1) & pair_found[:, None]
     keypoints = tf.where(add[..., None], tf.gather(pool_keypoints, walk), keypoints)
     scores = tf.where(add, tf.gather(pool_scores, walk), scores)
+  return keypoints, scores
+
+
+def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
+                        identity: tf.Tensor, has_identity: tf.Tensor, voted_points: tf.Tensor,
+                        voted_scores: tf.Tensor, *, keypoint_threshold: float,
+                        tolerance: tf.Tensor | float, exact: tf.Tensor | bool
+                        ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Each incomplete person gets 1 to `VOTE_COMPLETION_SIZE` voted keypoints of types it lacks
+  when with them its keypoint mean lies within `merging.WHOLE_FRACTION` of `tolerance` of its
+  identity: occluded keypoints spread over several walks or walked by none. Per lacking type the
+  candidate is the voted keypoint nearest to the person's identity that no whole person holds (an
+  occluder's own keypoints often lie nearer than the occluded person's); of the sets of types that
+  fit, the one that brings the mean closest (the smallest set first on ties). Arguments as in `claim_keypoints`, with `voted_points` `[M, K, 2]`, `voted_scores`
+  `[M, K]` (0 in empty slots; `peaks.voted_keypoints`); nothing changes unless `exact`."""
+  num_types = scores.shape[1]
+  confident = (scores > keypoint_threshold) & valid[:, None]
+  count, total = merging.keypoint_sums(keypoints, confident)
+  whole = merging.is_whole(keypoints, confident, identity, has_identity,
+                           merging.WHOLE_FRACTION * tolerance)
+  eligible = has_identity & valid & ~whole & (count > 0.0) & exact
+  distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
+  held = tf.reduce_any((confident & whole[:, None])[:, None] & (distance <= HELD_DISTANCE ** 2),
+                       axis=0)  # [M, K]
+  free = (voted_scores > keypoint_threshold) & ~held  # [M, K]
+  to_identity = tf.reduce_sum(tf.square(voted_points[None] - identity[:, None, None]), axis=-1)
+  nearest = tf.argmin(tf.where(free[None], to_identity, float("inf")), axis=1,
+                      output_type=tf.int32)  # [N, K]
+  available = ~confident & tf.reduce_any(free, axis=0)[None]  # [N, K]
+  types = tf.broadcast_to(tf.range(num_types), nearest.shape)
+  points = tf.gather_nd(voted_points, tf.stack([nearest, types], axis=-1))  # [N, K, 2]
+  subsets = tf.constant(_type_subsets(num_types, VOTE_COMPLETION_SIZE))  # [S, K]
+  feasible = tf.linalg.matmul(1.0 - tf.cast(available, tf.float32), subsets,
+                              transpose_b=True) == 0.0  # [N, S]
+  sums = tf.einsum("sk,nkc->nsc", subsets, points * tf.cast(available, tf.float32)[..., None])
+  means = (total[:, None] + sums) / (count[:, None] + tf.reduce_sum(subsets, axis=1))[..., None]
+  gaps = tf.reduce_sum(tf.square(means - identity[:, None]), axis=-1)  # [N, S]
+  fits = feasible & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)) & eligible[:, None]
+  costs = tf.where(fits, gaps, float("inf"))
+  best = tf.argmin(costs, axis=1, output_type=tf.int32)
+  add = (tf.gather(subsets, best) > 0.0) & tf.math.is_finite(tf.reduce_min(costs, axis=1))[:, None]
+  keypoints = tf.where(add[..., None], points, keypoints)
+  scores = tf.where(add, tf.gather_nd(voted_scores, tf.stack([nearest, types], axis=-1)), scores)
   return keypoints, scores

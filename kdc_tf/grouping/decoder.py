@@ -280,14 +280,16 @@ class Grouper(tf.Module):
       claim = dict(keypoint_threshold=config.centroid_keypoint_threshold,
                    tolerance=settings["tolerance"], exact=exact)
       # Claims also take the voted keypoints, which no walk may reach.
-      claim_pool = [tf.concat([walks, voted], axis=0) for walks, voted in zip(pool, (
-          voted_points, tf.minimum(voted_scores / voting.disk_mass(
-              voted_points, self._disk_radius, self._stride), 1.0)))]
+      voted = (voted_points, tf.minimum(voted_scores / voting.disk_mass(
+          voted_points, self._disk_radius, self._stride), 1.0))
+      claim_pool = [tf.concat([walks, points], axis=0) for walks, points in zip(pool, voted)]
       xy, point_scores = claiming.claim_keypoints(
           xy, point_scores, valid, identity, has_identity, *claim_pool, seg, mask_offset,
           mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold, **claim)
       xy, point_scores = claiming.complete_from_walks(xy, point_scores, valid, identity,
                                                       has_identity, *pool, **claim)
+      xy, point_scores = claiming.complete_from_votes(xy, point_scores, valid, identity,
+                                                      has_identity, *voted, **claim)
       identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
                                                   **settings)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)
