@@ -823,6 +823,30 @@ def test_a_person_lacking_occluded_keypoints_gets_them_from_the_votes():
   np.testing.assert_allclose(completed_scores.numpy(), expected_scores)
 
 
+def test_a_person_holding_a_wrong_keypoint_swaps_it_for_a_voted_one():
+  """Person 0 (identity (100, 100), the mean of its 5 labelled keypoints) holds at type 3 the
+  keypoint of someone hidden behind it (140, 120), which embeds onto its identity too, so no claim
+  replaced it. Its own (130, 100) is among the voted keypoints; a type 3 elsewhere does not fit."""
+  keypoints = np.array([[(60.0, 100.0), (80.0, 60.0), (100.0, 150.0), (140.0, 120.0),
+                         (130.0, 90.0)]], np.float32)
+  scores = np.full((1, 5), 0.9, np.float32)
+  voted = np.zeros((3, 5, 2), np.float32)
+  voted_scores = np.zeros((3, 5), np.float32)
+  voted[:, 3] = [(140.0, 120.0), (130.0, 100.0), (300.0, 300.0)]
+  voted_scores[:, 3] = [0.9, 0.8, 0.95]
+  inputs = (tf.constant(keypoints), tf.constant(scores), tf.ones([1], tf.bool),
+            tf.constant([[100.0, 100.0]]), tf.ones([1], tf.bool), tf.constant(voted),
+            tf.constant(voted_scores))
+  settings = dict(keypoint_threshold=0.05, tolerance=2.0)
+  unchanged = claiming.swap_from_votes(*inputs, exact=False, **settings)
+  np.testing.assert_array_equal(unchanged[0].numpy(), keypoints)
+  swapped, swapped_scores = claiming.swap_from_votes(*inputs, exact=True, **settings)
+  expected, expected_scores = keypoints.copy(), scores.copy()
+  expected[0, 3], expected_scores[0, 3] = (130.0, 100.0), 0.8
+  np.testing.assert_allclose(swapped.numpy(), expected)
+  np.testing.assert_allclose(swapped_scores.numpy(), expected_scores)
+
+
 def test_of_people_sharing_a_centre_the_best_scoring_takes_the_mask():
   """Pieces of one person share its identity up to float round-off, which differs between CPUs:
   the round-off once decided which piece took the mask. Person 0 scores lower and sits nearer."""

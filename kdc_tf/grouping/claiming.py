@@ -4,8 +4,8 @@ A visible keypoint lies on its own person's mask, so its embedding is its person
 a person's identity is the mean of all its labelled keypoints (DM_c). After merging and
 completion (`merging`), a person may still lack keypoints that some candidate's walk placed (in a
 mixture, an unmerged fragment, a candidate that was suppressed), or hold a neighbour's keypoint of
-that type. Two rules use the walked keypoints of every candidate as a pool (and the first also
-the keypoints the KeyCentroid votes land on, `peaks.voted_keypoints`, which no walk may reach):
+that type. The rules use the walked keypoints of every candidate as a pool and the keypoints the
+KeyCentroid votes land on (`peaks.voted_keypoints`, which no walk may reach):
 
 1. `claim_keypoints`: a person's keypoint that does not embed onto its identity is replaced by the
    best-scoring pool keypoint of that type that does (identity-first assembly). Keypoints that
@@ -17,8 +17,10 @@ the keypoints the KeyCentroid votes land on, `peaks.voted_keypoints`, which no w
    complete it (or two candidates' with no type in common), else up to three voted keypoints
    that no whole person holds. This places occluded keypoints, whose embeddings point to the
    occluder (`merging.complete_people` does the same with the selected pieces only).
+3. `swap_from_votes`: by the same test, a person holding one wrong keypoint (one that embeds onto
+   its identity: someone's hidden behind it) gets the voted keypoint of that type instead.
 
-Both apply only where the embeddings are exact (`merging.EXACT_EMBEDDING_NOISE`): a trained
+All apply only where the embeddings are exact (`merging.EXACT_EMBEDDING_NOISE`): a trained
 network's embeddings are biased. Deviation from DESIGN.md 'Decoding'; measurements in
 docs/occlusion.md.
 """
@@ -222,4 +224,39 @@ def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   add = (tf.gather(subsets, best) > 0.0) & tf.math.is_finite(tf.reduce_min(costs, axis=1))[:, None]
   keypoints = tf.where(add[..., None], points, keypoints)
   scores = tf.where(add, tf.gather_nd(voted_scores, tf.stack([nearest, types], axis=-1)), scores)
+  return keypoints, scores
+
+
+def swap_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
+                    identity: tf.Tensor, has_identity: tf.Tensor, voted_points: tf.Tensor,
+                    voted_scores: tf.Tensor, *, keypoint_threshold: float,
+                    tolerance: tf.Tensor | float, exact: tf.Tensor | bool
+                    ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Each person that is not whole and holds one wrong keypoint (e.g. a keypoint of someone hidden
+  behind it, which embeds onto its identity too) gets it replaced by the voted keypoint of that
+  type, held by no whole person, with which its keypoint mean lies within
+  `merging.WHOLE_FRACTION` of `tolerance` of its identity; of several, the closest. Arguments as
+  in `complete_from_votes`."""
+  confident = (scores > keypoint_threshold) & valid[:, None]
+  count, total = merging.keypoint_sums(keypoints, confident)
+  whole = merging.is_whole(keypoints, confident, identity, has_identity,
+                           merging.WHOLE_FRACTION * tolerance)
+  eligible = has_identity & valid & ~whole & (count > 0.0) & exact
+  distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
+  held = tf.reduce_any((confident & whole[:, None])[:, None] & (distance <= HELD_DISTANCE ** 2),
+                       axis=0)  # [M, K]
+  free = (voted_scores > keypoint_threshold) & ~held
+  means = ((total[:, None, None] - keypoints[:, None] + voted_points[None])
+           / tf.maximum(count, 1.0)[:, None, None, None])  # [N, M, K, 2]
+  gaps = tf.reduce_sum(tf.square(means - identity[:, None, None]), axis=-1)  # [N, M, K]
+  fits = (free[None] & confident[:, None] & eligible[:, None, None]
+          & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)))
+  costs = tf.reshape(tf.where(fits, gaps, float("inf")), [scores.shape[0], -1])
+  best = tf.argmin(costs, axis=1, output_type=tf.int32)
+  found = tf.math.is_finite(tf.reduce_min(costs, axis=1))
+  slot, kind = best // scores.shape[1], best % scores.shape[1]
+  swap = (tf.one_hot(kind, scores.shape[1]) > 0.5) & found[:, None]  # [N, K]
+  index = tf.stack([slot, kind], axis=-1)
+  keypoints = tf.where(swap[..., None], tf.gather_nd(voted_points, index)[:, None], keypoints)
+  scores = tf.where(swap, tf.gather_nd(voted_scores, index)[:, None], scores)
   return keypoints, scores

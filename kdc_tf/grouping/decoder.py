@@ -290,6 +290,8 @@ class Grouper(tf.Module):
                                                       has_identity, *pool, **claim)
       xy, point_scores = claiming.complete_from_votes(xy, point_scores, valid, identity,
                                                       has_identity, *voted, **claim)
+      xy, point_scores = claiming.swap_from_votes(xy, point_scores, valid, identity,
+                                                  has_identity, *voted, **claim)
       identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
                                                   **settings)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)
