@@ -77,6 +77,20 @@ def test_a_stride_4_pose_grid_runs_posenet_on_the_decoder_features(trunk_stride,
   assert model.get_layer("pose_head_conv").input.shape[1:] == (49, 49, 128)
 
 
+def test_separable_heads_replace_only_the_heads_3x3_convolutions():
+  geometry = Geometry(input_size=97, output_stride=4)
+  dense = build_kdc_model(ModelConfig(depth="tiny", trunk_stride=16), geometry)
+  separable = build_kdc_model(ModelConfig(depth="tiny", trunk_stride=16, separable_heads=True),
+                              geometry)
+  for name in ("pose_head_conv", "decoder_fuse_conv"):
+    assert isinstance(separable.get_layer(name), keras.layers.SeparableConv2D), name
+    assert type(dense.get_layer(name)) is keras.layers.Conv2D, name
+    assert separable.get_layer(name).count_params() < dense.get_layer(name).count_params() / 4
+  assert type(separable.get_layer("neck_conv")) is keras.layers.Conv2D
+  for name, output in dense.output.items():
+    assert separable.output[name].shape == output.shape, name
+
+
 def test_a_trunk_finer_than_the_pose_grid_or_between_grids_is_refused():
   with pytest.raises(ValueError, match="trunk_stride"):
     ModelConfig(trunk_stride=4)

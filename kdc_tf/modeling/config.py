@@ -47,6 +47,9 @@ class ModelConfig:
   pose_head_width: int = 256
   low_level_width: int = 48
   decoder_width: int = 128
+  # PoseNet's and the decoder's 3x3 convs depthwise-separable (as DeepLabv3+'s decoder): on a
+  # stride-4 pose grid those two convs are over half of the quick start's FLOPs.
+  separable_heads: bool = False
   # The trunk's output stride (8 or 16); None = the pose grid's (`Geometry.output_stride`), or 8
   # for a stride-4 pose grid. A coarser trunk than the pose grid is upsampled by SegNet's decoder,
   # on whose stride-4 features PoseNet then runs.

@@ -64,9 +64,10 @@ class Scale(keras.layers.Layer):
     return {**super().get_config(), "scale": self.scale}
 
 
-def _conv_bn_relu(x, filters: int, kernel_size: int, name: str):
-  x = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
-                          name=f"{name}_conv")(x)
+def _conv_bn_relu(x, filters: int, kernel_size: int, name: str, separable: bool = False):
+  """Conv (depthwise-separable if `separable` and wider than 1x1), batch norm, ReLU."""
+  conv = (keras.layers.SeparableConv2D if separable and kernel_size > 1 else keras.layers.Conv2D)
+  x = conv(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv")(x)
   x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
   return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
@@ -95,7 +96,8 @@ def pose_net(features, config: ModelConfig,
   `features`: the neck's on a stride-8/16 pose grid, SegNet's decoder's on a stride-4 one.
   """
   spec = geometry.spec
-  x = _conv_bn_relu(features, config.pose_head_width, 3, name="pose_head")
+  x = _conv_bn_relu(features, config.pose_head_width, 3, name="pose_head",
+                    separable=config.separable_heads)
   return {
       "heatmap_logits": _output(x, spec.num_keypoints, "heatmap_logits"),
       "keycentroid": _output(x, 2 * spec.num_keypoints, "keycentroid", config.offset_scale),
@@ -109,7 +111,8 @@ def decoder_features(neck_features, stride4_features, config: ModelConfig, trunk
   upsampled = AlignedUpsample(trunk_stride // MASK_STRIDE, name="decoder_upsample")(neck_features)
   low_level = _conv_bn_relu(stride4_features, config.low_level_width, 1, name="decoder_low_level")
   x = keras.layers.Concatenate(name="decoder_concat")([upsampled, low_level])
-  return _conv_bn_relu(x, config.decoder_width, 3, name="decoder_fuse")
+  return _conv_bn_relu(x, config.decoder_width, 3, name="decoder_fuse",
+                       separable=config.separable_heads)
 
 
 def seg_net(decoded_features, config: ModelConfig) -> Dict[str, keras.KerasTensor]:
