@@ -138,6 +138,9 @@ class TrainConfig:
   # re-estimated on this many training batches with the final weights (kdc_tf.training.batch_norm:
   # momentum 0.99 leaves them lagging the weights after a short run); 0 keeps the moving averages.
   batch_norm_reestimation_batches: int = 20
+  # > 0: Adam keeps an exponential moving average of the weights with this momentum, and the
+  # weights become it after the last step (before the batch-norm re-estimation); 0: off.
+  ema_momentum: float = 0.0
 
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
@@ -149,6 +152,8 @@ class TrainConfig:
     if self.batch_norm_reestimation_batches < 0:
       raise ValueError("batch_norm_reestimation_batches must be >= 0, got "
                        f"{self.batch_norm_reestimation_batches}")
+    if not 0.0 <= self.ema_momentum < 1.0:
+      raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
     if self.steps_per_epoch < 0:
       raise ValueError(f"steps_per_epoch must be >= 0 (0: count), got {self.steps_per_epoch}")
     if self.learning_rate <= 0:

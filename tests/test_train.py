@@ -325,3 +325,50 @@ def test_reestimated_batch_norm_statistics_make_inference_match_training_mode(tm
   for a, b in zip(frozen, _trunk_bn_statistics(trainer)):
     np.testing.assert_array_equal(a, b)
 
+
+
+def test_ema_weights_replace_the_trained_ones_after_the_last_step(tmp_path, monkeypatch):
+  """With `ema_momentum` m the final weights are a_N, a_1 = w_1, a_t = m a_(t-1) + (1 - m) w_t,
+  from the weights w_t after each step (checkpoints 1 .. N-1 and the weights just before the
+  swap)."""
+  momentum, steps = 0.6, 3
+  before_swap = []
+  original = keras.optimizers.Adam.finalize_variable_values
+
+  def spy(optimizer, variables):
+    before_swap.append([np.array(v.numpy()) for v in variables])
+    return original(optimizer, variables)
+
+  monkeypatch.setattr(keras.optimizers.Adam, "finalize_variable_values", spy)
+  pattern = synthetic.ensure_embedded_dataset()["train"]
+  config = ExperimentConfig(
+      geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny"),
+      train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-2, epochs=1,
+                        steps_per_epoch=steps, seed=0, strategy="one_device", checkpoint_every=1,
+                        max_checkpoints=steps, batch_norm_reestimation_batches=0,
+                        ema_momentum=momentum))
+  trainer = Trainer(config, str(tmp_path), create_strategy("one_device"))
+  trainer.run(build_dataset(pattern, config.geometry, config.encoder, config.augment, 2,
+                            training=True, seed=0))
+  assert len(before_swap) == 1
+  names = [v.path for v in trainer.model.trainable_variables]
+  trajectory = []
+  for step in range(1, steps):
+    model, _ = restore_model(str(tmp_path / f"ckpt-{step}"))
+    by_name = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
+    trajectory.append([by_name[name] for name in names])
+  trajectory.append(before_swap[0])
+  average = trajectory[0]
+  for weights in trajectory[1:]:
+    average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+  final = [np.array(v.numpy()) for v in trainer.model.trainable_variables]
+  moved = 0
+  for a, f, last in zip(average, final, trajectory[-1]):
+    np.testing.assert_allclose(f, a, rtol=1e-5, atol=1e-7)
+    moved += not np.allclose(f, last)
+  assert moved > 0  # The average is not the last weights.
+
+
+def test_ema_momentum_must_be_below_one():
+  with pytest.raises(ValueError, match="ema_momentum"):
+    TrainConfig(ema_momentum=1.0)

@@ -8,8 +8,9 @@ for every loss term and image summaries, absl logging of progress and speed. A n
 stops training before anything is saved, and a checkpoint is written only if its weights are
 finite and give a finite loss on the current batch (an absurd learning rate makes weights finite
 but huge, and the next step NaN), so the last checkpoint is always a usable one. Before the last
-checkpoint, the moving statistics of the trained batch-norm layers are re-estimated with the final
-weights (`train.batch_norm_reestimation_batches`, `kdc_tf.training.batch_norm`). On resume the
+checkpoint, the weights become their exponential moving average if `train.ema_momentum` > 0, and
+the moving statistics of the trained batch-norm layers are re-estimated with the final weights
+(`train.batch_norm_reestimation_batches`, `kdc_tf.training.batch_norm`). On resume the
 configured learning rate wins over the one stored with the optimizer, and the change is logged.
 """
 
@@ -144,7 +145,9 @@ class Trainer:
         if self._resuming:  # Every weight comes from the checkpoint.
           model_config = dataclasses.replace(model_config, weights=None)
         self.model = build_kdc_model(model_config, self.config.geometry)
-        optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate,
+                                          use_ema=train.ema_momentum > 0,
+                                          ema_momentum=train.ema_momentum or 0.99)
         if train.mixed_precision:
           optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         # Built now so that restoring fills its slots instead of deferring them.
@@ -315,6 +318,9 @@ class Trainer:
           tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate.numpy()),
                             step=step)
           interval = _Meter()
+        if last and train.ema_momentum:
+          self.optimizer.finalize_variable_values(self.model.trainable_variables)
+          logging.info("Weights set to their moving average (momentum %g)", train.ema_momentum)
         if last and train.batch_norm_reestimation_batches:
           reestimate_batch_norm(self.model, self.strategy, iterator,
                                 train.batch_norm_reestimation_batches)
