@@ -6,9 +6,9 @@
 - `define_config_flags`: --config (a JSON file of `ExperimentConfig` sections, any subset of the
   fields) and --override section.field=value (repeatable), applied in that order by
   `experiment_config_from_flags` on top of the flags that set geometry fields.
-- `define_predictor_flags`: --model_dir / --checkpoint, the test scale and the grouping settings
-  of the binaries that build a `Predictor` from a trained model (export, predict);
-  `predictor_from_flags` builds it.
+- `define_predictor_flags`: --model_dir / --checkpoint, the test scale, --flip_test and the
+  grouping settings of the binaries that build a `Predictor` from a trained model (export,
+  predict); `predictor_from_flags` builds it.
 
 Every `define_*` may be called by several binaries in one process (tests): a flag already defined
 is left as it is.
@@ -143,7 +143,15 @@ def define_predictor_flags() -> None:
   flags.DEFINE_bool("jit_compile_grouping", False,
                     "XLA-compile grouping stages (the serving host then needs XLA; see "
                     "kdc_tf/inference.py).")
+  define_flip_test_flag()
   define_grouping_flags()
+
+
+def define_flip_test_flag() -> None:
+  """--flip_test (`Predictor`'s `flip`), unless already defined."""
+  if "flip_test" not in FLAGS:
+    flags.DEFINE_bool("flip_test", False, "Average the network's maps of the image and of its "
+                      "mirror image (two forward passes; kdc_tf/flip_test.py).")
 
 
 def define_grouping_flags() -> None:
@@ -178,4 +186,5 @@ def predictor_from_flags() -> Predictor:
   return Predictor.from_model_dir(model_path_from_flags(),
                                   grouping_config=grouping_config_from_flags(),
                                   input_size=FLAGS.input_size,
-                                  jit_compile_grouping=FLAGS.jit_compile_grouping)
+                                  jit_compile_grouping=FLAGS.jit_compile_grouping,
+                                  flip=FLAGS.flip_test)

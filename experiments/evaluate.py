@@ -16,7 +16,8 @@ Prints the AP/AR tables, the per-keypoint-type table (mean OKS term and mean con
 keypoints matched at OKS 0.5, `kdc_tf.evaluation.per_keypoint`) and ends with
 `keypoints_AP=<x> segm_AP=<y>` (segm left out when the dataset or the results have no masks).
 In model mode the grouping flags (--pgo_sigma_high, --pgo_sigma_low, --igo_sigma,
---use_keycentroid, ...) set the decoder of a --checkpoint. CrowdPose adds AP per crowd-index
+--use_keycentroid, ...) set the decoder of a --checkpoint, and --flip_test averages its maps with
+its mirror image's (`kdc_tf.flip_test`). CrowdPose adds AP per crowd-index
 band; its protocol and OCHuman's `area` convention are described in `kdc_tf.evaluation`.
 """
 
@@ -50,6 +51,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("fail_on_bad_image", False, "Stop at a missing or corrupt image (mode B); "
                     "by default it is skipped, counted and left out of the evaluation.")
   common_flags.define_grouping_flags()
+  common_flags.define_flip_test_flag()
   flags.mark_flag_as_required("annotations")
   flags.register_multi_flags_validator(
       ["results", "checkpoint", "saved_model", "images", "output"], _valid_mode,
@@ -73,7 +75,8 @@ def main(argv: Sequence[str]) -> None:
   else:
     if FLAGS.checkpoint:
       predict = runner.checkpoint_predict_fn(FLAGS.checkpoint, FLAGS.dataset, FLAGS.input_size,
-                                             common_flags.grouping_config_from_flags())
+                                             common_flags.grouping_config_from_flags(),
+                                             FLAGS.flip_test)
     else:
       predict = runner.saved_model_predict_fn(FLAGS.saved_model, FLAGS.dataset, FLAGS.input_size)
     results, image_ids = runner.predict_dataset(predict, coco_gt, FLAGS.images, FLAGS.max_images,

@@ -28,9 +28,12 @@ PredictFn = Callable[[tf.Tensor], Dict[str, np.ndarray]]
 
 
 def checkpoint_predict_fn(checkpoint: str, dataset: str, test_scale: Optional[int] = None,
-                          grouping_config: Optional[GroupingConfig] = None) -> PredictFn:
-  """Predictor (resize, model, grouping in one graph) of a training model_dir."""
-  predictor = Predictor.from_model_dir(checkpoint, grouping_config, input_size=test_scale)
+                          grouping_config: Optional[GroupingConfig] = None,
+                          flip: bool = False) -> PredictFn:
+  """Predictor (resize, model, grouping in one graph) of a training model_dir; `flip`: flip
+  test."""
+  predictor = Predictor.from_model_dir(checkpoint, grouping_config, input_size=test_scale,
+                                       flip=flip)
   check_keypoint_layout(predictor.spec.num_keypoints, dataset, checkpoint)
   return lambda image: {k: v.numpy() for k, v in predictor(image).items()}
 

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from kdc_tf import checkpoints, grouping
+from kdc_tf import checkpoints, flip_test, grouping
 from kdc_tf.config import ExperimentConfig, GroupingConfig
 from kdc_tf.datasets import DatasetSpec
 from kdc_tf.geometry import Geometry, resize_and_pad_image
@@ -57,6 +57,7 @@ class Predictor(tf.Module):
                experiment: ExperimentConfig,
                grouping_config: GroupingConfig,
                jit_compile_grouping: bool = False,
+               flip: bool = False,
                name: str = "kdc_predictor"):
     """Wraps a trained model.
 
@@ -70,6 +71,8 @@ class Predictor(tf.Module):
         fast on CPU: `experiments.bench_grouping`). Off by default because an exported graph
         with XLA clusters needs XLA at serving time (tensorflow_model_server
         --xla_cpu_compilation_enabled=true).
+      flip: flip test (`kdc_tf.flip_test`): the maps of the image averaged with its mirror
+        image's; two forward passes.
       name: module name.
     """
     super().__init__(name=name)
@@ -81,6 +84,7 @@ class Predictor(tf.Module):
     self.experiment = experiment
     self.grouping_config = grouping_config
     self.grouper = grouping.Grouper(experiment, grouping_config, jit_compile=jit_compile_grouping)
+    self.flip = flip
 
   @property
   def geometry(self) -> Geometry:
@@ -99,7 +103,8 @@ class Predictor(tf.Module):
                      model_dir_or_checkpoint: str,
                      grouping_config: Optional[GroupingConfig] = None,
                      input_size: Optional[int] = None,
-                     jit_compile_grouping: bool = False) -> "Predictor":
+                     jit_compile_grouping: bool = False,
+                     flip: bool = False) -> "Predictor":
     """Rebuilds a trained model from its model_dir (or one checkpoint in it) and wraps it.
 
     Args:
@@ -108,12 +113,13 @@ class Predictor(tf.Module):
         cannot feed switched off (`ExperimentConfig.decoding_config`).
       input_size: square test scale (the model is rebuilt for it); the training input size
         when None. (size - 1) must be divisible by the output stride and by 4.
-      jit_compile_grouping: as in `__init__`.
+      jit_compile_grouping, flip: as in `__init__`.
     """
     model, config = checkpoints.restore_model(model_dir_or_checkpoint, input_size=input_size)
     logging.info("Restored %s (%s, test scale %d)", model_dir_or_checkpoint,
                  config.geometry.dataset, config.geometry.input_size)
-    return cls(model, config, config.decoding_config(grouping_config), jit_compile_grouping)
+    return cls(model, config, config.decoding_config(grouping_config), jit_compile_grouping,
+               flip)
 
   @tf.function(input_signature=[IMAGE_SIGNATURE])
   def __call__(self, image: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -121,8 +127,14 @@ class Predictor(tf.Module):
     image = validate_image(image)
     image_size = tf.shape(image)[:2]
     resized, scale = resize_and_pad_image(image, self.input_size)
-    head_outputs = self.model(resized[tf.newaxis], training=False)
-    probabilities = grouping.model_outputs_to_grouping_inputs(head_outputs)
+    if self.flip:
+      head_outputs = self.model(tf.stack([resized, resized[:, ::-1]]), training=False)
+      image_maps, mirror_maps = (grouping.model_outputs_to_grouping_inputs(
+          {key: value[i:i + 1] for key, value in head_outputs.items()}) for i in (0, 1))
+      probabilities = flip_test.average_with_mirror(image_maps, mirror_maps, self.spec)
+    else:
+      head_outputs = self.model(resized[tf.newaxis], training=False)
+      probabilities = grouping.model_outputs_to_grouping_inputs(head_outputs)
     decoded = self.grouper(probabilities, output_size=image_size, input_scale=scale)
     return {key: decoded[key] for key in OUTPUT_KEYS}
 

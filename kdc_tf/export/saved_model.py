@@ -139,6 +139,7 @@ def _write_metadata(predictor: Predictor, export_dir: str) -> None:
       "keypoint_names": list(spec.keypoint_names),
       "edges": [list(edge) for edge in spec.edges],
       "input_size": predictor.input_size,
+      "flip_test": predictor.flip,
       # The decoder's settings, with the trained model's ones it reads (as before they were split).
       "grouping": {**dataclasses.asdict(predictor.grouping_config),
                    "centroid_mode": predictor.experiment.encoder.centroid_mode,
