@@ -17,12 +17,15 @@ from kdc_tf.modeling.config import ModelConfig
 QUICKSTART_INPUT_SIZE = 257
 QUICKSTART_OUTPUT_STRIDE = 4
 QUICKSTART_DISK_RADIUS = 16.0
-QUICKSTART_STEPS = 1800
+QUICKSTART_STEPS = 1500
 QUICKSTART_LEARNING_RATE = 3e-3
 # The 'small' trunk with light heads: the default heads' widths bound the step time without
-# helping the AP.
+# helping the AP. Separable 3x3 head convs: a step 0.79x as long for the same AP.
 QUICKSTART_MODEL = ModelConfig(depth="small", trunk_stride=16, neck_width=128, pose_head_width=64,
-                               low_level_width=32, decoder_width=64)
+                               low_level_width=32, decoder_width=64, separable_heads=True)
+# The weights' moving average (about the last 200 steps) replaces the last weights of a constant
+# learning rate.
+QUICKSTART_EMA_MOMENTUM = 0.995
 # Flips only: the embedded data's people already vary in size and pose, and scale/rotation
 # augmentation slows learning within the quick start's budget.
 QUICKSTART_AUGMENT = AugmentConfig(min_scale=1.0, max_scale=1.0, max_rotation_degrees=0.0)
@@ -47,4 +50,5 @@ def quickstart_config(train_pattern: str, steps: int = QUICKSTART_STEPS,
       train=TrainConfig(train_pattern=train_pattern, batch_size=8, learning_rate=learning_rate,
                         epochs=1, steps_per_epoch=steps, checkpoint_every=max(steps // 4, 1),
                         summary_every=25, image_summary_every=max(steps // 4, 1), log_every=25,
-                        strategy="one_device", seed=seed))
+                        strategy="one_device", seed=seed,
+                        ema_momentum=QUICKSTART_EMA_MOMENTUM))

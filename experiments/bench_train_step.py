@@ -1,0 +1,89 @@
+"""Training-step time of the quick-start recipe against variants of it, in one sitting.
+
+  python -m experiments.bench_train_step --variant=model.separable_heads=false [--variant=...]
+
+Each configuration (the quick start's, then one per --variant, a comma-separated list of
+`section.field=value` overrides) gets its own model and Adam; all run the real losses on one fixed
+batch of the embedded synthetic training set (built if missing). Rounds alternate between the
+configurations, so that background load hits them alike; the median over rounds is kept. Prints
+one line per configuration with its milliseconds per step and its ratio to the quick start's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Dict, Sequence
+
+import keras
+import tensorflow as tf
+from absl import app, flags, logging
+
+from data_pipeline import synthetic
+from data_pipeline.input_pipeline import build_dataset
+from experiments.presets import quickstart_config
+from kdc_tf.config import ExperimentConfig, apply_overrides
+from kdc_tf.losses import compute_losses
+from kdc_tf.modeling import build_kdc_model
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines this binary's flags (in a function so that importing this module defines none)."""
+  flags.DEFINE_multi_string("variant", [], "Comma-separated overrides of one variant.")
+  flags.DEFINE_integer("rounds", 5, "Timed rounds per configuration.", lower_bound=1)
+  flags.DEFINE_integer("steps_per_round", 10, "Steps per round.", lower_bound=1)
+
+
+def _train_step(config: ExperimentConfig):
+  """A compiled step (forward, real losses, backward, Adam) of a fresh model."""
+  model = build_kdc_model(config.model, config.geometry)
+  optimizer = keras.optimizers.Adam(config.train.learning_rate)
+
+  @tf.function
+  def step(images, targets):
+    with tf.GradientTape() as tape:
+      outputs = model(images, training=True)
+      loss = compute_losses(targets, outputs, config.loss, config.encoder)["total"]
+    optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+    return loss
+
+  return step
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  pattern = synthetic.ensure_embedded_dataset()["train"]
+  base = quickstart_config(pattern)
+  configs: Dict[str, ExperimentConfig] = {"quickstart": base}
+  for variant in FLAGS.variant:
+    configs[variant] = apply_overrides(base, variant.split(","))
+    if configs[variant].geometry != base.geometry:
+      raise app.UsageError(f"variant {variant!r} changes the geometry; every configuration "
+                           "trains on the same batch")
+  images, targets = next(iter(build_dataset(pattern, base.geometry, base.encoder, base.augment,
+                                            base.train.batch_size, training=True, seed=0)))
+  steps = {name: _train_step(config) for name, config in configs.items()}
+  for name, step in steps.items():
+    logging.info("Compiling %s", name)
+    step(images, targets).numpy()
+  times = {name: [] for name in steps}
+  for round_index in range(FLAGS.rounds):
+    for name, step in steps.items():
+      start = time.perf_counter()
+      for _ in range(FLAGS.steps_per_round):
+        step(images, targets).numpy()
+      times[name].append(1000.0 * (time.perf_counter() - start) / FLAGS.steps_per_round)
+    logging.info("Round %d of %d done", round_index + 1, FLAGS.rounds)
+  reference = statistics.median(times["quickstart"])
+  for name, values in times.items():
+    median = statistics.median(values)
+    print(f"{name}: {median:.0f} ms per step (batch {base.train.batch_size}), "
+          f"{median / reference:.2f} x the quick start's", flush=True)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
