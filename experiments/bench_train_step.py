@@ -6,7 +6,8 @@ Each configuration (the quick start's, then one per --variant, a comma-separated
 `section.field=value` overrides) gets its own model and Adam; all run the real losses on one fixed
 batch of the embedded synthetic training set (built if missing). Rounds alternate between the
 configurations, so that background load hits them alike; the median over rounds is kept. Prints
-one line per configuration with its milliseconds per step and its ratio to the quick start's.
+one line per configuration with its milliseconds per step and its ratio to the quick start's, and
+ends with `quickstart_step_ms=<float>`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main(argv: Sequence[str]) -> None:
     median = statistics.median(values)
     print(f"{name}: {median:.0f} ms per step (batch {base.train.batch_size}), "
           f"{median / reference:.2f} x the quick start's", flush=True)
+  print(f"quickstart_step_ms={reference:.1f}", flush=True)
 
 
 if __name__ == "__main__":
