@@ -184,6 +184,26 @@ def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   return keypoints, scores
 
 
+def _vote_rule_inputs(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
+                      identity: tf.Tensor, has_identity: tf.Tensor, voted_points: tf.Tensor,
+                      voted_scores: tf.Tensor, keypoint_threshold: float,
+                      tolerance: tf.Tensor | float, exact: tf.Tensor | bool):
+  """What both rules on voted keypoints start from: the confident keypoints, bool `[N, K]`, their
+  count `[N]` and sum `[N, 2]` (`merging.keypoint_sums`), the people a rule may change (not
+  whole, with an identity, only if `exact`), bool `[N]`, and the voted keypoints no whole person
+  holds, bool `[M, K]`."""
+  confident = (scores > keypoint_threshold) & valid[:, None]
+  count, total = merging.keypoint_sums(keypoints, confident)
+  whole = merging.is_whole(keypoints, confident, identity, has_identity,
+                           merging.WHOLE_FRACTION * tolerance)
+  eligible = has_identity & valid & ~whole & (count > 0.0) & exact
+  distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
+  held = tf.reduce_any((confident & whole[:, None])[:, None] & (distance <= HELD_DISTANCE ** 2),
+                       axis=0)
+  free = (voted_scores > keypoint_threshold) & ~held
+  return confident, count, total, eligible, free
+
+
 def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
                         identity: tf.Tensor, has_identity: tf.Tensor, voted_points: tf.Tensor,
                         voted_scores: tf.Tensor, *, keypoint_threshold: float,
@@ -194,18 +214,13 @@ def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   identity: occluded keypoints spread over several walks or walked by none. Per lacking type the
   candidate is the voted keypoint nearest to the person's identity that no whole person holds (an
   occluder's own keypoints often lie nearer than the occluded person's); of the sets of types that
-  fit, the one that brings the mean closest (the smallest set first on ties). Arguments as in `claim_keypoints`, with `voted_points` `[M, K, 2]`, `voted_scores`
-  `[M, K]` (0 in empty slots; `peaks.voted_keypoints`); nothing changes unless `exact`."""
+  fit, the one that brings the mean closest (the smallest set first on ties). Arguments as in
+  `claim_keypoints`, with `voted_points` `[M, K, 2]`, `voted_scores` `[M, K]` (0 in empty slots;
+  `peaks.voted_keypoints`); nothing changes unless `exact`."""
   num_types = scores.shape[1]
-  confident = (scores > keypoint_threshold) & valid[:, None]
-  count, total = merging.keypoint_sums(keypoints, confident)
-  whole = merging.is_whole(keypoints, confident, identity, has_identity,
-                           merging.WHOLE_FRACTION * tolerance)
-  eligible = has_identity & valid & ~whole & (count > 0.0) & exact
-  distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
-  held = tf.reduce_any((confident & whole[:, None])[:, None] & (distance <= HELD_DISTANCE ** 2),
-                       axis=0)  # [M, K]
-  free = (voted_scores > keypoint_threshold) & ~held  # [M, K]
+  confident, count, total, eligible, free = _vote_rule_inputs(
+      keypoints, scores, valid, identity, has_identity, voted_points, voted_scores,
+      keypoint_threshold, tolerance, exact)
   to_identity = tf.reduce_sum(tf.square(voted_points[None] - identity[:, None, None]), axis=-1)
   nearest = tf.argmin(tf.where(free[None], to_identity, float("inf")), axis=1,
                       output_type=tf.int32)  # [N, K]
@@ -237,15 +252,9 @@ def swap_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
   type, held by no whole person, with which its keypoint mean lies within
   `merging.WHOLE_FRACTION` of `tolerance` of its identity; of several, the closest. Arguments as
   in `complete_from_votes`."""
-  confident = (scores > keypoint_threshold) & valid[:, None]
-  count, total = merging.keypoint_sums(keypoints, confident)
-  whole = merging.is_whole(keypoints, confident, identity, has_identity,
-                           merging.WHOLE_FRACTION * tolerance)
-  eligible = has_identity & valid & ~whole & (count > 0.0) & exact
-  distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
-  held = tf.reduce_any((confident & whole[:, None])[:, None] & (distance <= HELD_DISTANCE ** 2),
-                       axis=0)  # [M, K]
-  free = (voted_scores > keypoint_threshold) & ~held
+  confident, count, total, eligible, free = _vote_rule_inputs(
+      keypoints, scores, valid, identity, has_identity, voted_points, voted_scores,
+      keypoint_threshold, tolerance, exact)
   means = ((total[:, None, None] - keypoints[:, None] + voted_points[None])
            / tf.maximum(count, 1.0)[:, None, None, None])  # [N, M, K, 2]
   gaps = tf.reduce_sum(tf.square(means - identity[:, None, None]), axis=-1)  # [N, M, K]
