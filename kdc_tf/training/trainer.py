@@ -147,7 +147,7 @@ class Trainer:
         self.model = build_kdc_model(model_config, self.config.geometry)
         optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate,
                                           use_ema=train.ema_momentum > 0,
-                                          ema_momentum=train.ema_momentum or 0.99)
+                                          ema_momentum=train.ema_momentum)
         if train.mixed_precision:
           optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         # Built now so that restoring fills its slots instead of deferring them.
