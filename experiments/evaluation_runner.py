@@ -86,7 +86,8 @@ def predict_dataset(predict: PredictFn, coco_gt: COCO, images_dir: str,
       continue
     outputs = predict(image)
     results += grouping_to_results(info["id"], outputs["keypoints"], outputs["scores"],
-                                   outputs["num_people"], outputs.get("masks"))
+                                   outputs["num_people"], outputs.get("masks"),
+                                   outputs.get("mask_scores"))
     evaluated.append(info["id"])
     progress.update()
   if skips.total():

@@ -96,7 +96,7 @@ def run_oracle(annotations_path: str, images_dir: str, geometry: Geometry,
     outputs = oracle(example)
     results += evaluation.grouping_to_results(
         image_id, outputs["keypoints"], outputs["scores"], outputs["num_people"],
-        outputs["masks"] if has_masks else None)
+        outputs["masks"] if has_masks else None, outputs["mask_scores"])
     ceiling_masks = outputs["ceiling_masks"]
     ceiling_results += evaluation.grouping_to_results(
         image_id, np.zeros(ceiling_masks.shape[:1] + (geometry.spec.num_keypoints, 3)),

@@ -11,6 +11,7 @@ Outputs (fixed size, `N = GroupingConfig.max_people`, valid people first):
 | --- | --- | --- |
 | `keypoints` | float32 `[N, K, 3]` | `(x, y, score)` in the input image's pixels |
 | `scores` | float32 `[N]` | person score, 0 for empty slots |
+| `mask_scores` | float32 `[N]` | the masks' ranking score, 0 for empty slots |
 | `masks` | uint8 `[N, H, W]` | 0/1 instance masks at the input image's size |
 | `num_people` | int32 `[]` | number of valid slots |
 """
@@ -30,7 +31,7 @@ from kdc_tf.geometry import Geometry, resize_and_pad_image
 
 # The one input every entry point takes: an RGB image, any height and width, three channels.
 IMAGE_SIGNATURE = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
-OUTPUT_KEYS = ("keypoints", "scores", "masks", "num_people")
+OUTPUT_KEYS = ("keypoints", "scores", "mask_scores", "masks", "num_people")
 
 
 def validate_image(image: tf.Tensor) -> tf.Tensor:

@@ -227,7 +227,8 @@ def _collect(results: list, outputs: Dict[str, np.ndarray], image_id: int,
   """Appends one image's COCO results; returns its number of people."""
   num_people = int(outputs["num_people"])
   results.extend(grouping_to_results(image_id, outputs["keypoints"], outputs["scores"],
-                                     num_people, outputs["masks"]))
+                                     num_people, outputs["masks"],
+                                     outputs.get("mask_scores")))
   summary.processed += 1
   summary.people += num_people
   return num_people

@@ -14,6 +14,7 @@ from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.evaluation.coco_evaluator import STAT_NAMES
 from kdc_tf.evaluation.crowdpose_evaluator import BAND_NAMES, band_of, crowd_index_bands
 from kdc_tf.evaluation.per_keypoint import per_keypoint_report
+from kdc_tf.evaluation.results import validate_results
 from tests.serving_fixtures import MAX_PEOPLE, tiny_export  # noqa: F401 (the session fixture)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -47,6 +48,35 @@ def _perfect_results(coco_gt, scores_by_annotation=None):
     score = (scores_by_annotation or {}).get(ann["id"], 0.9)
     results += evaluation.grouping_to_results(image["id"], keypoints, np.array([score]), 1, mask)
   return results
+
+
+def test_masks_are_ranked_by_their_mask_score_and_keypoints_by_the_person_score(coco_annotations):
+  """Per true person, one result with its keypoints and an empty mask (score 0.9, mask score 0.1)
+  and one with its mask and keypoints 100 px off (score 0.1, mask score 0.9): each task ranks its
+  own good results first. Ranked by `score` alone, the empty masks came first (segm AP < 1)."""
+  coco_gt = evaluation.load_ground_truth(coco_annotations, "coco")
+  with_mask_scores, without = [], []
+  for ann in coco_gt.loadAnns(coco_gt.getAnnIds()):
+    image = coco_gt.loadImgs(ann["image_id"])[0]
+    mask = coco_gt.annToMask(ann)[None]
+    keypoints = np.asarray(ann["keypoints"], np.float64).reshape(1, -1, 3)
+    wrong = keypoints + np.array([100.0, 0.0, 0.0])
+    for points, person_mask, score, mask_score in ((keypoints, 0 * mask, 0.9, 0.1),
+                                                   (wrong, mask, 0.1, 0.9)):
+      with_mask_scores += evaluation.grouping_to_results(
+          image["id"], points, np.array([score]), 1, person_mask, np.array([mask_score]))
+      without += evaluation.grouping_to_results(image["id"], points, np.array([score]), 1,
+                                                person_mask)
+  assert all(r["mask_score"] in (0.1, 0.9) for r in with_mask_scores)
+  report = evaluation.evaluate(with_mask_scores, coco_gt, "coco")
+  assert report.stats["keypoints"]["AP"] == pytest.approx(1.0)
+  assert report.stats["segm"]["AP"] == pytest.approx(1.0)
+  assert evaluation.evaluate(without, coco_gt, "coco").stats["segm"]["AP"] < 0.9
+  first = with_mask_scores[0]
+  image = coco_gt.loadImgs(first["image_id"])[0]
+  with pytest.raises(ValueError, match="mask_score"):
+    validate_results([dict(first, mask_score=float("nan"))],
+                     {first["image_id"]: (image["height"], image["width"])}, 17)
 
 
 def test_reference_predictions_reproduce_pycocotools_printout(coco_annotations,

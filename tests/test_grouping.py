@@ -9,7 +9,8 @@ from kdc_tf.config import EncoderConfig, ExperimentConfig, GroupingConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.geometry import Geometry
 from kdc_tf.grouping import (INPUT_KEYS, Grouper, claiming, gaussian, mask_only, masks, merging,
-                             model_outputs_to_grouping_inputs, peaks, poses, sampling, voting)
+                             model_outputs_to_grouping_inputs, peaks, poses, sampling, scoring,
+                             voting)
 from kdc_tf.synthetic import scenes
 
 SIZE = 161  # pose grid 21 x 21, mask grid 41 x 41
@@ -229,6 +230,10 @@ def test_person_scores_follow_heatmap_confidence(grouper):
   scene = scenes.make_scene(COCO, SIZE, [(40.0, 10.0, 120.0), (120.0, 14.0, 120.0)],
                             np.random.default_rng(3))
   inputs = _targets(scene)
+  # Embeddings scattered by 1 px, as a trained network's: keypoint scores are then the vote mass
+  # relative to a whole disk's (`scoring` re-bases them only where the embeddings are exact).
+  scatter = np.random.default_rng(0).normal(0.0, 1.0, inputs["mask_offset"].shape)
+  inputs["mask_offset"] = inputs["mask_offset"] + scatter.astype(np.float32)
   full = _run(grouper, inputs)
   # The same people, the right one less confident: same keypoints, its score scaled by 0.4.
   columns = np.arange(inputs["heatmap"].shape[1])[None, :, None] * 8.0
@@ -434,7 +439,7 @@ def test_compiled_stages_need_no_input_values(grouper):
   candidate_poses, keypoint_scores, seed_scores, overlaps, _, *voted = grouper._find_poses(*inputs)
   selected = poses.select_people(overlaps, seed_scores, MAX_PEOPLE, 0.01)
   people_args = [selected, candidate_poses, keypoint_scores, *voted, *inputs[3:]]
-  maps = grouper._make_people(*people_args)[2]
+  maps = grouper._make_people(*people_args)[-2]
   for stage, args in ((grouper._find_poses, inputs),
                       (grouper._make_people, people_args),
                       (grouper._resampling_tables, [maps])):
@@ -1017,3 +1022,53 @@ def test_a_person_lacking_occluded_keypoints_gets_them_from_two_walks():
       exact=True)
   np.testing.assert_allclose(completed[0, 3:].numpy(), [(130.0, 100.0), (130.0, 90.0)])
   np.testing.assert_allclose(completed_scores.numpy(), [[0.9, 0.9, 0.9, 0.8, 0.7]])
+
+
+def test_perfect_keypoints_score_about_one_where_another_disk_or_the_image_edge_takes_part():
+  """A perfect keypoint's score counts only the disk points its own person owns (`scoring`): two
+  people 8 - 25 px apart, whose same-type disks overlap, and a person cut by the image's left
+  edge. Before, their keypoints scored 0.59 - 0.66 (the rest of a perfect disk's votes went to
+  the other person, or came from beyond the image)."""
+  grouper = Grouper(_experiment(), _grouping_config(), jit_compile=False)
+  rng = np.random.default_rng(0)
+  close = scenes.make_scene(COCO, SIZE, [(65.0, 12.0, 130.0),
+                                         (65.0 + rng.uniform(8, 25), 16.0, 125.0)], rng)
+  edge = scenes.make_scene(COCO, SIZE, [(2.0, 12.0, 130.0)])
+  for scene in (close, edge):
+    result = _run(grouper, _targets(scene))
+    count = len(scene["keypoints"])
+    assert result["num_people"] == count
+    error, which = _match(result["keypoints"][:count], scene["keypoints"])
+    assert np.all(error < 1.0)
+    for person, truth in enumerate(which):
+      labelled = scene["keypoints"][truth, :, 2] > 0
+      assert result["keypoints"][person, labelled, 2].min() >= 0.9
+      assert result["scores"][person] >= 0.9 * labelled.mean()
+
+
+def test_pieces_of_a_person_score_below_a_whole_person_with_fewer_keypoints():
+  """Unmerged pieces of a person split at its nose and elbow (their keypoint mean is off their
+  identity) against a whole person with only its 5 head keypoints labelled: each piece scores
+  below the whole person (`scoring.INCOMPLETE_FACTOR`); before, the 6-keypoint piece scored 6 / 17
+  against 5 / 17."""
+  scene = scenes.make_scene(COCO, SIZE, [(60.0, 8.0, 140.0), (125.0, 20.0, 120.0)],
+                            np.random.default_rng(10))
+  for name in ("nose", "left_elbow"):
+    scene["keypoints"][0, COCO.keypoint_names.index(name)] = 0.0
+  head = [COCO.keypoint_names.index(name)
+          for name in ("nose", "left_eye", "right_eye", "left_ear", "right_ear")]
+  scene["keypoints"][1, [k for k in range(COCO.num_keypoints) if k not in head]] = 0.0
+  split = _run(Grouper(_experiment(), _grouping_config(merge_fragments=False),
+                       jit_compile=False), _targets(scene))
+  count = int(split["num_people"])
+  found = split["keypoints"][:count]
+  confident = found[:, :, 2] > 0
+  near = np.linalg.norm(found[:, None, :, :2] - scene["keypoints"][None, :, :, :2], axis=-1) < 1.0
+  of_person = [np.all(near[:, j] | ~confident, axis=1) & confident.any(axis=1) for j in (0, 1)]
+  whole = np.nonzero(of_person[1] & (confident.sum(axis=1) == len(head)))[0]
+  pieces = np.nonzero(of_person[0])[0]
+  assert len(whole) == 1 and len(pieces) > 1
+  assert confident[pieces].sum(axis=1).max() > len(head)
+  assert split["scores"][pieces].max() < split["scores"][whole[0]]
+  np.testing.assert_allclose(split["scores"][pieces],
+                             found[pieces, :, 2].mean(axis=1) * scoring.INCOMPLETE_FACTOR, rtol=1e-5)

@@ -3,7 +3,8 @@
 Keypoint and mask results are loaded separately: `COCO.loadRes` picks its branch from the first
 result's fields, and with a `segmentation` present it would take each detection's `area` (which
 COCOeval uses for the area ranges) from its mask instead of from its keypoints' extent, as the
-standard keypoint evaluation does.
+standard keypoint evaluation does. Masks are ranked by a result's `mask_score` where it has one
+(the grouping's mask ranking, `kdc_tf.grouping.scoring`), keypoints by its `score`.
 
 pycocotools' keypoint evaluation scales OKS by each ground-truth `area` and also uses it for the
 medium / large ranges. COCO stores the mask area there; OCHuman's COCO-format files store the
@@ -99,10 +100,12 @@ def _load_detections(coco_gt: COCO, detections: List[Result]) -> COCO:
 
 
 def _detections_for(results: Iterable[Result], iou_type: str) -> List[Result]:
-  """Copies of the results with only the fields of one iouType (see the module docstring)."""
+  """Copies of the results with only the fields of one iouType (see the module docstring); masks
+  ranked by their `mask_score` where a result has one (`results`), else by `score`."""
   field = KEYPOINTS if iou_type == KEYPOINTS else "segmentation"
-  return [{"image_id": r["image_id"], "category_id": PERSON_CATEGORY_ID, "score": r["score"],
-           field: r[field]} for r in results if field in r]
+  score = "score" if iou_type == KEYPOINTS else "mask_score"
+  return [{"image_id": r["image_id"], "category_id": PERSON_CATEGORY_ID,
+           "score": r.get(score, r["score"]), field: r[field]} for r in results if field in r]
 
 
 def _count_scorable_ground_truth(coco_gt: COCO, image_ids: Sequence[int], iou_type: str) -> int:

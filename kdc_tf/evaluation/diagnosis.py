@@ -124,7 +124,8 @@ def diagnose(cases: Iterable[DiagnosisCase], grouper: grouping.Grouper, coco_gt:
       count = int(outputs["num_people"])
       results[row.name] += grouping_to_results(case.image_id, outputs["keypoints"],
                                                outputs["scores"], count,
-                                               outputs["masks"] if case.has_masks else None)
+                                               outputs["masks"] if case.has_masks else None,
+                                               outputs["mask_scores"])
       people[row.name].append(count)
       scores[row.name] += outputs["scores"][:count].tolist()
     image_ids.append(case.image_id)

@@ -4,7 +4,9 @@ One results dict per decoded person (ARCHITECTURE.md section 6): `image_id`, `ca
 `keypoints` as the flat `[x1, y1, s1, x2, ...]` list COCO expects (the third value of each
 keypoint, a visibility flag in ground truth, carries the keypoint score: COCOeval ignores it in
 detections), `score` the person score, and, when masks are given, `segmentation` as a compressed
-RLE whose `counts` are a str so that the dict is JSON-serialisable.
+RLE whose `counts` are a str so that the dict is JSON-serialisable, with `mask_score` (the
+grouping's mask ranking, `kdc_tf.grouping.scoring`) when mask scores are given: the evaluation
+ranks masks by it (`coco_evaluator`), keypoints by `score`.
 
 A person whose keypoint scores are all 0 has no pose (the grouping's mask-only people,
 `kdc_tf.grouping.mask_only`): its result has no `keypoints` field, so that the evaluation scores it
@@ -56,7 +58,8 @@ def grouping_to_results(image_id: int,
                         keypoints: np.ndarray,
                         scores: np.ndarray,
                         num_people: int,
-                        masks: Optional[np.ndarray] = None) -> List[Result]:
+                        masks: Optional[np.ndarray] = None,
+                        mask_scores: Optional[np.ndarray] = None) -> List[Result]:
   """Converts one image's grouping output (ARCHITECTURE.md section 5) to COCO results dicts.
 
   Args:
@@ -65,6 +68,7 @@ def grouping_to_results(image_id: int,
     scores: `[N]` person scores (the mean keypoint score; never a constant).
     num_people: valid slots, which come first.
     masks: optional `[N, H, W]` 0/1 masks at the original image size; None for pose-only results.
+    mask_scores: optional `[N]` mask scores, written as `mask_score` beside each segmentation.
 
   Returns:
     Results dicts in slot order: one per valid person, except people with no keypoint score above
@@ -91,6 +95,11 @@ def grouping_to_results(image_id: int,
       raise ValueError(f"masks must be [N, H, W] with N = {keypoints.shape[0]}, "
                        f"got shape {masks.shape}")
     segmentations = encode_masks(masks[:num_people])
+  if mask_scores is not None:
+    mask_scores = np.asarray(mask_scores, dtype=np.float64)
+    if mask_scores.shape != scores.shape or not np.all(np.isfinite(mask_scores[:num_people])):
+      raise ValueError(f"image {image_id}: mask_scores must be finite and shaped as scores "
+                       f"{scores.shape}, got {mask_scores.shape}")
 
   has_pose = np.any(keypoints[:num_people, :, 2] > 0, axis=1)
   results = []
@@ -103,6 +112,8 @@ def grouping_to_results(image_id: int,
     result["score"] = float(scores[j])
     if segmentations is not None:
       result["segmentation"] = segmentations[j]
+      if mask_scores is not None:
+        result["mask_score"] = float(mask_scores[j])
     results.append(result)
   return results
 
@@ -146,6 +157,10 @@ def _entry_problem(result: Any, image_sizes: Mapping[int, Tuple[int, int]],
   score = result.get("score")
   if not _is_real(score) or not math.isfinite(score):
     return f"has score {score!r}, not a finite number"
+  if "mask_score" in result:
+    mask_score = result["mask_score"]
+    if not _is_real(mask_score) or not math.isfinite(mask_score):
+      return f"has mask_score {mask_score!r}, not a finite number"
   if "keypoints" in result:
     keypoints = result["keypoints"]
     if not isinstance(keypoints, list) or len(keypoints) != 3 * num_keypoints:

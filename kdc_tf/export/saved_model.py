@@ -3,7 +3,8 @@
 Signatures (no Python and no py_function at serving time):
 - `serving_default`: `image` uint8 `[H, W, 3]` (RGB, any size, exactly three channels: clients
   convert grayscale or RGBA themselves) -> `keypoints` float32 `[N, K, 3]` in the image's pixels,
-  `scores` float32 `[N]`, `masks` uint8 `[N, H, W]`, `num_people` int32 `[]`.
+  `scores` float32 `[N]` (person scores: the keypoints' ranking), `mask_scores` float32 `[N]` (the
+  masks' ranking), `masks` uint8 `[N, H, W]`, `num_people` int32 `[]`.
 - `serving_encoded`: `image_bytes` string `[]` (a JPEG, PNG, BMP or GIF file's bytes; decoded to
   RGB in the graph, so grayscale and RGBA files work too) -> the same outputs. This is the one to
   use with base64 in TF Serving's REST API.

@@ -23,12 +23,14 @@ docs/occlusion.md: repeated poses suppressed, walks stopped at unsupported keypo
 read from the corners that vote for the keypoint (`poses`), keypoint scores as vote mass
 (`voting`), fragments merged and people completed (`merging`), keypoints claimed by identity
 (`claiming`), also from the keypoints the KeyCentroid votes land on (`peaks`), mask centroid as
-the plain mean of the confident keypoints (`masks`), mask-only people (`mask_only`).
+the plain mean of the confident keypoints (`masks`), mask-only people (`mask_only`), keypoint
+scores over the owned part of the disk and a separate mask ranking (`scoring`).
 
-Person score: the mean over all K types of the keypoint scores (DESIGN.md 'Decoding' 4), each in
-[0, 1] and about 1 when perfect: the fraction of a whole skeleton's evidence. A perfect person with
-every keypoint labelled scores about 1, one with n labelled keypoints about n / K, a fragment
-less than the whole person it is a piece of.
+Person score (`scores`, the keypoints' ranking): the mean over all K types of the keypoint scores
+(DESIGN.md 'Decoding' 4), each in [0, 1] and about 1 when perfect: the fraction of a whole
+skeleton's evidence. A perfect person with every keypoint labelled scores about 1, one with n
+labelled keypoints about n / K, a fragment less than the whole person it is a piece of (halved
+where the embeddings are exact, `scoring`). `mask_scores` rank the masks (`scoring`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import tensorflow as tf
 from kdc_tf import geometry
 from kdc_tf.config import ExperimentConfig, GroupingConfig
 from kdc_tf.grouping import (claiming, gaussian, mask_only, masks, merging, peaks, poses,
-                             sampling, voting)
+                             sampling, scoring, voting)
 
 INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
 # People selected by the seed rule before repeated poses are dropped, per output slot.
@@ -85,8 +87,8 @@ class Grouper(tf.Module):
   Call `grouper(inputs, output_size, input_scale)` with the dict of
   `model_outputs_to_grouping_inputs` (or perfect targets), or the tf.function `grouper.group`
   with the same tensors positionally. Output (ARCHITECTURE.md 5): `keypoints` float32 `[N, K, 3]`
-  `(x, y, score)` in output pixels, `scores` float32 `[N]`, `masks` uint8 `[N, Ho, Wo]`,
-  `num_people` int32; valid people first, in descending seed score.
+  `(x, y, score)` in output pixels, `scores` float32 `[N]`, `mask_scores` float32 `[N]`, `masks`
+  uint8 `[N, Ho, Wo]`, `num_people` int32; valid people first, in descending seed score.
   """
 
   def __init__(self, experiment: ExperimentConfig, config: GroupingConfig,
@@ -185,7 +187,7 @@ class Grouper(tf.Module):
                                self._config.peak_threshold)
     selected = poses.drop_repeats(pool, candidate_poses, self._config.nms_radius,
                                   self._config.max_people, keypoint_scores > 0.0)
-    keypoints, scores, maps, num_people = self._make_people(
+    keypoints, scores, mask_scores, maps, num_people = self._make_people(
         selected, candidate_poses, keypoint_scores, voted_points, voted_scores, seg, mask_offset)
     tables = self._resampling_tables(maps)
     # On the output image, not in the padding of the square input (which maps beyond it).
@@ -194,6 +196,7 @@ class Grouper(tf.Module):
     return {
         "keypoints": tf.concat([xy, keypoints[..., 2:]], axis=-1),
         "scores": scores,
+        "mask_scores": mask_scores,
         "masks": masks.output_masks(tables, output_size, input_scale, geometry.MASK_STRIDE),
         "num_people": num_people,
     }
@@ -243,8 +246,8 @@ class Grouper(tf.Module):
 
   def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, voted_points,
                                 voted_scores, seg, mask_offset):
-    """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, instance maps `[N, M, M]` and
-    the number of people."""
+    """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, mask scores `[N]`, instance
+    maps `[N, M, M]` and the number of people."""
     config = self._config
     valid = selected >= 0
     index = tf.maximum(selected, 0)
@@ -298,17 +301,31 @@ class Grouper(tf.Module):
     # Where the embeddings are exact, a person's mask centre is where its keypoints' embeddings
     # point, which holds for a fragment too; the keypoint mean is off it for a fragment.
     centres = tf.where((has_identity & exact)[:, None], identity, centres)
-    scores = tf.reduce_mean(point_scores, axis=1)
+    # The masks' ranking (`scoring`): the mean vote-mass score, which merging and claiming used.
+    mask_scores = tf.reduce_mean(point_scores, axis=1)
     membership = masks.membership_maps(
-        seg, mask_offset, centres, masks.mask_owners(centres, scores, valid),
+        seg, mask_offset, centres, masks.mask_owners(centres, mask_scores, valid),
         mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold,
         membership_threshold=config.membership_threshold,
         membership_sigma=self._membership_sigma, static_centroids=self._centroid_mode == "static")
+    # The keypoints' ranking: owned-disk keypoint scores, fragments and mixtures lower.
+    whole = merging.is_whole(xy, (point_scores > config.centroid_keypoint_threshold)
+                             & valid[:, None], identity, has_identity,
+                             merging.WHOLE_FRACTION * settings["tolerance"])
+    point_scores = tf.where(exact, scoring.owned_keypoint_scores(
+        xy, point_scores, voted_points, voted_scores > 0.0, self._disk_radius, self._stride,
+        self._pose_grid),
+                            point_scores)
+    scores = scoring.person_scores(point_scores, whole, has_identity & exact)
     keypoints = tf.concat([xy, point_scores[..., None]], axis=-1)
     if config.mask_only_people:
-      keypoints, scores, membership, valid = mask_only.add_mask_only_people(
-          keypoints, scores, membership, valid, seg, mask_offset, mask_stride=geometry.MASK_STRIDE,
-          seg_threshold=config.seg_threshold, membership_threshold=config.membership_threshold,
+      keypoint_people = valid
+      keypoints, mask_scores, membership, valid = mask_only.add_mask_only_people(
+          keypoints, mask_scores, membership, valid, seg, mask_offset,
+          mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold,
+          membership_threshold=config.membership_threshold,
           membership_sigma=self._membership_sigma, radius=config.nms_radius)
+      scores = tf.where(keypoint_people, scores, mask_scores)
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
-    return keypoints, scores, masks.instance_maps(membership, self._igo_cells), num_people
+    return (keypoints, scores, mask_scores, masks.instance_maps(membership, self._igo_cells),
+            num_people)
