@@ -78,10 +78,11 @@ def test_serving_signature_names_dtypes_and_shapes(serve):
   assert inputs["image"].dtype == tf.uint8
   assert inputs["image"].shape.as_list() == [None, None, 3]
   outputs = serve.structured_outputs
-  assert sorted(outputs) == ["keypoints", "masks", "num_people", "scores"]
+  assert sorted(outputs) == ["keypoints", "mask_scores", "masks", "num_people", "scores"]
   assert (outputs["keypoints"].dtype, outputs["keypoints"].shape.as_list()) == (
       tf.float32, [MAX_PEOPLE, K, 3])
-  assert (outputs["scores"].dtype, outputs["scores"].shape.as_list()) == (tf.float32, [MAX_PEOPLE])
+  for name in ("scores", "mask_scores"):
+    assert (outputs[name].dtype, outputs[name].shape.as_list()) == (tf.float32, [MAX_PEOPLE])
   assert (outputs["masks"].dtype, outputs["masks"].shape.as_list()) == (
       tf.uint8, [MAX_PEOPLE, None, None])
   assert (outputs["num_people"].dtype, outputs["num_people"].shape.as_list()) == (tf.int32, [])
@@ -94,6 +95,7 @@ def test_saved_model_equals_in_process_model_and_grouping(tiny_export, served, i
   assert int(served["num_people"]) == num_people
   np.testing.assert_allclose(served["keypoints"], reference["keypoints"], atol=1e-3)
   np.testing.assert_allclose(served["scores"], reference["scores"], atol=1e-5)
+  np.testing.assert_allclose(served["mask_scores"], reference["mask_scores"], atol=1e-5)
   assert served["masks"].shape == (MAX_PEOPLE,) + image.shape[:2]
   assert served["masks"].dtype == np.uint8
   np.testing.assert_array_equal(served["masks"], reference["masks"])
