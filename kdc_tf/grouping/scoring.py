@@ -28,6 +28,8 @@ from kdc_tf.grouping import voting
 INCOMPLETE_FACTOR = 0.5
 # A voted keypoint within this distance (input pixels) of the keypoint is the keypoint itself.
 SAME_POINT = 1.0
+# The other keypoints of its type nearest to a keypoint that may own part of its disk.
+COMPETITORS = 4
 
 
 def owned_disk_mass(points: tf.Tensor, others: tf.Tensor, others_valid: tf.Tensor,
@@ -49,13 +51,18 @@ def owned_disk_mass(points: tf.Tensor, others: tf.Tensor, others_valid: tf.Tenso
   offsets = tf.stack([tf.reshape(dx, [-1]), tf.reshape(dy, [-1])], axis=-1) * float(stride)
   grid = tf.floor(points / float(stride))[:, :, None] * float(stride) + offsets  # [N, K, T, 2]
   own = tf.reduce_sum(tf.square(grid - points[:, :, None]), axis=-1)  # [N, K, T]
+  # The `COMPETITORS` nearest other keypoints of the type; one beyond 2R takes no disk point.
   others_kn = tf.transpose(others, [1, 0, 2])  # [K, M, 2]
-  competing = (tf.transpose(others_valid)[None]
-               & (tf.reduce_sum(tf.square(points[:, :, None] - others_kn[None]), axis=-1)
-                  > SAME_POINT * SAME_POINT))  # [N, K, M]
-  to_others = tf.reduce_sum(tf.square(grid[:, :, :, None] - others_kn[None, :, None]),
-                            axis=-1)  # [N, K, T, M]
-  taken = tf.reduce_any((to_others < own[..., None]) & competing[:, :, None], axis=-1)
+  apart = tf.reduce_sum(tf.square(points[:, :, None] - others_kn[None]), axis=-1)  # [N, K, M]
+  competing = tf.transpose(others_valid)[None] & (apart > SAME_POINT * SAME_POINT)
+  nearest_apart, nearest = tf.math.top_k(
+      tf.where(competing, -apart, -math.inf), k=min(COMPETITORS, others.shape[0]))
+  rivals = tf.gather(tf.broadcast_to(others_kn[None], apart.shape + [2]), nearest,
+                     batch_dims=2)  # [N, K, C, 2]
+  to_rivals = tf.reduce_sum(tf.square(grid[:, :, :, None] - rivals[:, :, None]),
+                            axis=-1)  # [N, K, T, C]
+  taken = tf.reduce_any((to_rivals < own[..., None])
+                        & tf.math.is_finite(nearest_apart)[:, :, None], axis=-1)
   on_grid = tf.reduce_all((grid >= 0.0) & (grid <= float((grid_size - 1) * stride)), axis=-1)
   inside = (own <= disk_radius * disk_radius) & on_grid & ~taken
   return tf.reduce_sum(tf.cast(inside, tf.float32), axis=-1) / voting.vote_normaliser(
