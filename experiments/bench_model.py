@@ -23,7 +23,7 @@ from experiments import common_flags
 from kdc_tf.config import EncoderConfig, LossConfig
 from kdc_tf.geometry import Geometry
 from kdc_tf.losses import compute_losses
-from kdc_tf.modeling import ModelConfig, build_kdc_model, heads, trunk_name
+from kdc_tf.modeling import ModelConfig, build_heads, build_kdc_model, trunk_name
 from kdc_tf.modeling.config import TRUNK_DEPTHS
 
 FLAGS = flags.FLAGS
@@ -53,10 +53,7 @@ def _fetch(outputs) -> None:
 def _heads_model(config: ModelConfig, geometry: Geometry, trunk: keras.Model) -> keras.Model:
   """The same heads as build_kdc_model, on inputs shaped like the trunk's outputs."""
   features = {name: keras.Input(t.shape[1:], name=name) for name, t in trunk.output.items()}
-  neck = heads.neck(features["features"], config)
-  outputs = {**heads.pose_net(neck, config, geometry),
-             **heads.seg_net(neck, features["stride4"], config, geometry)}
-  return keras.Model(features, outputs, name="heads")
+  return keras.Model(features, build_heads(features, config, geometry), name="heads")
 
 
 def random_targets(geometry: Geometry, batch: int, rng: np.random.Generator

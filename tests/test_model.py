@@ -240,3 +240,14 @@ def test_trunk_name_is_the_nested_model():
   config = ModelConfig(depth="tiny")
   model = build_kdc_model(config, Geometry(input_size=129))
   assert model.get_layer(trunk_name(config)).name == "resnettiny"
+
+
+@pytest.mark.parametrize("output_stride,trunk_stride", [(8, None), (4, 16)])
+def test_the_model_benchmarks_heads_alone_match_the_models_outputs(output_stride, trunk_stride):
+  from experiments.bench_model import _heads_model
+  config = ModelConfig(depth="tiny", trunk_stride=trunk_stride)
+  model = build_kdc_model(config, Geometry(input_size=129, output_stride=output_stride))
+  heads_model = _heads_model(config, Geometry(input_size=129, output_stride=output_stride),
+                             model.get_layer(trunk_name(config)))
+  shapes = {name: tuple(t.shape) for name, t in model.output.items()}
+  assert {name: tuple(t.shape) for name, t in heads_model.output.items()} == shapes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Dict
+
 import keras
 
 from kdc_tf.geometry import MASK_STRIDE, Geometry
@@ -23,7 +25,13 @@ def build_kdc_model(config: ModelConfig, geometry: Geometry) -> keras.Model:
   """
   trunk = build_trunk(config, geometry)
   image = keras.Input((geometry.input_size, geometry.input_size, 3), name="image")
-  features = trunk(image)
+  outputs = build_heads(trunk(image), config, geometry)
+  return keras.Model(image, outputs, name="kdc")
+
+
+def build_heads(features: Dict[str, keras.KerasTensor], config: ModelConfig,
+                geometry: Geometry) -> Dict[str, keras.KerasTensor]:
+  """PoseNet and SegNet on the trunk's named features: the outputs of OUTPUT_NAMES, in order."""
   neck_features = heads.neck(features["features"], config)
   decoded = heads.decoder_features(neck_features, features["stride4"], config,
                                    trunk_stride(config, geometry))
@@ -36,8 +44,7 @@ def build_kdc_model(config: ModelConfig, geometry: Geometry) -> keras.Model:
                      f"stride or a stride-{MASK_STRIDE} pose grid")
   outputs = {**heads.pose_net(pose_features, config, geometry),
              **heads.seg_net(decoded, config)}
-  return keras.Model(image, {name: outputs[name] for name in OUTPUT_NAMES}, name="kdc")
-
+  return {name: outputs[name] for name in OUTPUT_NAMES}
 
 def trunk_name(config: ModelConfig) -> str:
   return f"resnet{config.depth}"
