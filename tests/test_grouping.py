@@ -863,7 +863,7 @@ def test_of_people_sharing_a_centre_the_best_scoring_takes_the_mask():
   assert owners.numpy().tolist() == [False, True, False]
   membership = masks.membership_maps(
       seg, mask_offset, centres, owners, mask_stride=stride, seg_threshold=0.5,
-      membership_threshold=0.1, membership_sigma=0.5, static_centroids=False).numpy()
+      membership_threshold=0.1, membership_sigma=0.5, refine_centres=False).numpy()
   assert membership[1].sum() == 40 * 40 and not membership[0].any() and not membership[2].any()
   # Unless the better piece does not exist, or the centres are apart.
   assert masks.mask_owners(centres, scores, tf.constant([True, False, False])).numpy().tolist() == [
@@ -871,6 +871,28 @@ def test_of_people_sharing_a_centre_the_best_scoring_takes_the_mask():
   apart = masks.mask_owners(centres + tf.constant([[0.0, 0.0], [5.0, 0.0], [0.0, 9.0]]), scores,
                             tf.constant([True, True, True]))
   assert apart.numpy().tolist() == [True, True, True]
+
+
+def test_mask_centres_follow_a_learned_fields_bias_off_the_keypoint_mean():
+  """A learned field clusters each person's embeddings 80 px below its keypoints' mean: at
+  membership sigma 57 px (800 points) no point reaches phi 0.5 around the keypoint mean, so both
+  people lost their masks; the k-means step moves each centre onto its cluster."""
+  stride, bias = 4, np.asarray([0.0, 80.0], np.float32)
+  seg, mask_offset = _embedding_field(40, stride, [(0, 80, (40.0, 80.0) + bias),
+                                                    (80, 160, (120.0, 80.0) + bias)])
+  centres = tf.constant([[40.0, 80.0], [120.0, 80.0]])
+
+  def members(refine):
+    return masks.membership_maps(
+        seg, mask_offset, centres, tf.constant([True, True]), mask_stride=stride,
+        seg_threshold=0.5, membership_threshold=0.5, membership_sigma=0.5,
+        refine_centres=refine).numpy()
+
+  assert not members(False).any()
+  refined = members(True)
+  columns = np.arange(40) * stride
+  np.testing.assert_array_equal(refined[0], np.broadcast_to(columns < 80, (40, 40)))
+  np.testing.assert_array_equal(refined[1], np.broadcast_to(columns >= 80, (40, 40)))
 
 
 def test_keypoints_at_their_mask_edge_agree_through_any_surrounding_grid_point():

@@ -123,8 +123,7 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
   extra = masks.membership_maps(
       tf.where(leftover, probability, 0.0)[..., None], mask_offset, centres, has_centre,
       mask_stride=mask_stride, seg_threshold=seg_threshold,
-      membership_threshold=membership_threshold, membership_sigma=membership_sigma,
-      static_centroids=True)
+      membership_threshold=membership_threshold, membership_sigma=membership_sigma)
   # A cluster whose embeddings point at a keypoint person's is that person's: pixels its
   # (fragment- or error-shifted) centre missed, not a person of their own.
   owner, owned = _owning_people(membership, valid, centres, mask_offset, mask_stride=mask_stride,

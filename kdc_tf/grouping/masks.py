@@ -5,17 +5,20 @@ For every mask-grid point p with person probability above `seg_threshold`, the e
 the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
 `membership_threshold` (eq. 6).
 
-- C_j, dynamic mode (DM_c): the plain mean of j's keypoints scoring above
+- C_j starts, in dynamic mode (DM_c), at the plain mean of j's keypoints scoring above
   `centroid_keypoint_threshold` (score-weighted mean of all of j's keypoints if none passes), the
   training target's definition (mean of the labelled keypoints). The keypoint scores only gate:
   weighting by them (DESIGN.md's first reading) moves the centre towards whichever keypoints
   happen to score high, away from the centre the embeddings were trained to point at
   (docs/grouping.md). Where the embeddings are exact (perfect maps), the decoder passes the
   person's identity (`merging.identities`) instead, right for a fragment too (docs/occlusion.md).
-- C_j, static mode (SM_c, target = mean position of the mask pixels): one k-means step in
-  embedding space. Foreground points first go to the nearest keypoint centre (as above); C_j is
-  then the mean embedding of j's points, which for exact offsets is j's mask mean (j keeps the
-  keypoint centre if no point went to it).
+- Then, in both modes, one k-means step in embedding space: foreground points go to the nearest
+  centre and C_j becomes the mean embedding of j's points (j keeps its centre if none went to
+  it). In static mode (SM_c, target = mean position of the mask pixels) this is the centre's
+  definition: for exact offsets, j's mask mean. In dynamic mode it is a deviation from DESIGN.md:
+  a learned embedding field clusters a person's points around a centre that is off the decoded
+  keypoints' mean; the step follows the cluster (segm AP +0.002 to +0.019 on four trained
+  models, the oracles unchanged: docs/grouping.md).
 - sigma_j = membership_sigma * sqrt(area_j), area_j in input pixels^2 like the training loss's
   mask area (`geometry.membership_variance`): the number of foreground mask-grid points whose
   embedding is nearest to C_j, times mask_stride^2, which tracks the true mask area far better
@@ -91,14 +94,15 @@ def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
 def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
                     valid: tf.Tensor, *, mask_stride: int, seg_threshold: float,
                     membership_threshold: float, membership_sigma: float,
-                    static_centroids: bool) -> tf.Tensor:
+                    refine_centres: bool = True) -> tf.Tensor:
   """float32 `[N, M, M]` (people-major): 1 where a foreground point joins person j, else 0.
 
   Args:
     seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
     centres: float32 `[N, 2]` keypoint-based centres (`keypoint_centroids`).
     valid: bool `[N]`, people that exist; the others get no point.
-    static_centroids: refine the centres to the mean embedding of their points (SM_c).
+    refine_centres: move the centres to the mean embedding of their nearest foreground points
+      first (module docstring).
   """
   height, width, _ = seg.shape
   num_people = centres.shape[0]
@@ -113,7 +117,7 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
   distances = squared_distances(centres)
   nearest = one_hot_first_max(tf.where(valid[:, None], -distances, no_one)) * foreground
   counts = tf.reduce_sum(nearest, axis=1)  # [N]
-  if static_centroids:
+  if refine_centres:
     mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
     centres = tf.where((counts > 0)[:, None], mean_embedding, centres)
     distances = squared_distances(centres)
