@@ -30,10 +30,13 @@ QUICKSTART_EMA_MOMENTUM = 0.995
 # augmentation slows learning within the quick start's budget.
 QUICKSTART_AUGMENT = AugmentConfig(min_scale=1.0, max_scale=1.0, max_rotation_degrees=0.0)
 # Offset losses weighted _OFFSET_FACTOR x DESIGN.md's: KeyCentroid limits this model's AP most.
+# The membership loss at a quarter of its weight: at full weight it takes the shared decoder
+# features from the offsets (weights 1 / 0.5 / 0.25 / 0 measured in docs/learning.md).
 _OFFSET_FACTOR = 4.0
 QUICKSTART_LOSS = LossConfig(keycentroid=_OFFSET_FACTOR * LossConfig.keycentroid,
                              midrange=_OFFSET_FACTOR * LossConfig.midrange,
-                             mask_offset=_OFFSET_FACTOR * LossConfig.mask_offset)
+                             mask_offset=_OFFSET_FACTOR * LossConfig.mask_offset,
+                             membership=0.25 * LossConfig.membership)
 
 
 def quickstart_config(train_pattern: str, steps: int = QUICKSTART_STEPS,
