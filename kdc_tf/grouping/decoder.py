@@ -307,7 +307,8 @@ class Grouper(tf.Module):
         seg, mask_offset, centres, masks.mask_owners(centres, mask_scores, valid),
         mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold,
         membership_threshold=config.membership_threshold,
-        membership_sigma=self._membership_sigma)
+        membership_sigma=self._membership_sigma,
+        refine_centres=tf.logical_or(self._centroid_mode == "static", tf.logical_not(exact)))
     # The keypoints' ranking: owned-disk keypoint scores, fragments and mixtures lower.
     whole = merging.is_whole(xy, (point_scores > config.centroid_keypoint_threshold)
                              & valid[:, None], identity, has_identity,

@@ -12,13 +12,14 @@ the largest phi_j(e) = exp(-|e - C_j|^2 / (2 sigma_j^2)) when that phi exceeds
   happen to score high, away from the centre the embeddings were trained to point at
   (docs/grouping.md). Where the embeddings are exact (perfect maps), the decoder passes the
   person's identity (`merging.identities`) instead, right for a fragment too (docs/occlusion.md).
-- Then, in both modes, one k-means step in embedding space: foreground points go to the nearest
-  centre and C_j becomes the mean embedding of j's points (j keeps its centre if none went to
-  it). In static mode (SM_c, target = mean position of the mask pixels) this is the centre's
-  definition: for exact offsets, j's mask mean. In dynamic mode it is a deviation from DESIGN.md:
-  a learned embedding field clusters a person's points around a centre that is off the decoded
-  keypoints' mean; the step follows the cluster (segm AP +0.002 to +0.019 on four trained
-  models, the oracles unchanged: docs/grouping.md).
+- Then one k-means step in embedding space: foreground points go to the nearest centre and C_j
+  becomes the mean embedding of j's points (j keeps its centre if none went to it). In static
+  mode (SM_c, target = mean position of the mask pixels) this is the centre's definition: for
+  exact offsets, j's mask mean. In dynamic mode the decoder takes it on learned maps only (a
+  deviation from DESIGN.md): a learned embedding field clusters a person's points around a centre
+  off the decoded keypoints' mean, and the step follows the cluster (segm AP +0.002 to +0.019 on
+  four trained models: docs/grouping.md). Perfect maps have the identity already, and there the
+  step would pull a centre towards the cluster of a person without keypoints.
 - sigma_j = membership_sigma * sqrt(area_j), area_j in input pixels^2 like the training loss's
   mask area (`geometry.membership_variance`): the number of foreground mask-grid points whose
   embedding is nearest to C_j, times mask_stride^2, which tracks the true mask area far better
@@ -33,7 +34,7 @@ belongs to j where the resampled map exceeds 0.5.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import tensorflow as tf
 
@@ -94,15 +95,15 @@ def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
 def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
                     valid: tf.Tensor, *, mask_stride: int, seg_threshold: float,
                     membership_threshold: float, membership_sigma: float,
-                    refine_centres: bool = True) -> tf.Tensor:
+                    refine_centres: Union[bool, tf.Tensor] = True) -> tf.Tensor:
   """float32 `[N, M, M]` (people-major): 1 where a foreground point joins person j, else 0.
 
   Args:
     seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
     centres: float32 `[N, 2]` keypoint-based centres (`keypoint_centroids`).
     valid: bool `[N]`, people that exist; the others get no point.
-    refine_centres: move the centres to the mean embedding of their nearest foreground points
-      first (module docstring).
+    refine_centres: (scalar bool) move the centres to the mean embedding of their nearest
+      foreground points first (module docstring).
   """
   height, width, _ = seg.shape
   num_people = centres.shape[0]
@@ -117,10 +118,10 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
   distances = squared_distances(centres)
   nearest = one_hot_first_max(tf.where(valid[:, None], -distances, no_one)) * foreground
   counts = tf.reduce_sum(nearest, axis=1)  # [N]
-  if refine_centres:
-    mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
-    centres = tf.where((counts > 0)[:, None], mean_embedding, centres)
-    distances = squared_distances(centres)
+  mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
+  refine = tf.logical_and(tf.convert_to_tensor(refine_centres), counts > 0)
+  centres = tf.where(refine[:, None], mean_embedding, centres)
+  distances = squared_distances(centres)
   sigma_squared = geometry.membership_variance(membership_sigma, counts, mask_stride)  # [N]
   present = valid & (sigma_squared > 0.0)
   # log phi = -d^2 / (2 sigma^2), compared with log(membership_threshold): no exp over [N, P].
