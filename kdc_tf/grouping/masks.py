@@ -118,10 +118,17 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
   distances = squared_distances(centres)
   nearest = one_hot_first_max(tf.where(valid[:, None], -distances, no_one)) * foreground
   counts = tf.reduce_sum(nearest, axis=1)  # [N]
-  mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
-  refine = tf.logical_and(tf.convert_to_tensor(refine_centres), counts > 0)
-  centres = tf.where(refine[:, None], mean_embedding, centres)
-  distances = squared_distances(centres)
+
+  def refined():
+    mean_embedding = tf.linalg.matmul(nearest, embeddings) / tf.maximum(counts, 1.0)[:, None]
+    moved = tf.where((counts > 0)[:, None], mean_embedding, centres)
+    return moved, squared_distances(moved)
+
+  if isinstance(refine_centres, bool):
+    if refine_centres:
+      centres, distances = refined()
+  else:  # A condition of the maps (learned or exact): skipped, not computed and discarded.
+    centres, distances = tf.cond(refine_centres, refined, lambda: (centres, distances))
   sigma_squared = geometry.membership_variance(membership_sigma, counts, mask_stride)  # [N]
   present = valid & (sigma_squared > 0.0)
   # log phi = -d^2 / (2 sigma^2), compared with log(membership_threshold): no exp over [N, P].
