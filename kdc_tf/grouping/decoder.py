@@ -313,10 +313,9 @@ class Grouper(tf.Module):
     whole = merging.is_whole(xy, (point_scores > config.centroid_keypoint_threshold)
                              & valid[:, None], identity, has_identity,
                              merging.WHOLE_FRACTION * settings["tolerance"])
-    point_scores = tf.where(exact, scoring.owned_keypoint_scores(
+    point_scores = tf.cond(exact, lambda: scoring.owned_keypoint_scores(
         xy, point_scores, voted_points, voted_scores > 0.0, self._disk_radius, self._stride,
-        self._pose_grid),
-                            point_scores)
+        self._pose_grid), lambda: point_scores)
     scores = scoring.person_scores(point_scores, whole, has_identity & exact)
     keypoints = tf.concat([xy, point_scores[..., None]], axis=-1)
     if config.mask_only_people:

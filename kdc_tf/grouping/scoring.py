@@ -45,11 +45,7 @@ def owned_disk_mass(points: tf.Tensor, others: tf.Tensor, others_valid: tf.Tenso
     others_valid: bool `[M, K]`.
     disk_radius: R in input pixels; stride: pose-grid stride; grid_size: G of the `[G, G]` grid.
   """
-  reach = math.ceil(disk_radius / stride) + 1
-  steps = tf.range(-reach, reach + 1, dtype=tf.float32)
-  dy, dx = tf.meshgrid(steps, steps, indexing="ij")
-  offsets = tf.stack([tf.reshape(dx, [-1]), tf.reshape(dy, [-1])], axis=-1) * float(stride)
-  grid = tf.floor(points / float(stride))[:, :, None] * float(stride) + offsets  # [N, K, T, 2]
+  grid = voting.disk_grid_points(points, disk_radius, stride)  # [N, K, T, 2]
   own = tf.reduce_sum(tf.square(grid - points[:, :, None]), axis=-1)  # [N, K, T]
   # The `COMPETITORS` nearest other keypoints of the type; one beyond 2R takes no disk point.
   others_kn = tf.transpose(others, [1, 0, 2])  # [K, M, 2]

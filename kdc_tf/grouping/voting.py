@@ -39,17 +39,23 @@ def window_mass(votes: tf.Tensor) -> tf.Tensor:
   return gaussian.smooth(votes, np.ones([3, 1], np.float32))
 
 
+def disk_grid_points(points: tf.Tensor, disk_radius: float, stride: int) -> tf.Tensor:
+  """float32 `[..., T, 2]`: the grid points (input pixels) of the square of cells around each point
+  `[..., 2]` that holds its disk of radius R (on an unbounded grid)."""
+  reach = math.ceil(disk_radius / stride) + 1
+  steps = tf.range(-reach, reach + 1, dtype=tf.float32)
+  dy, dx = tf.meshgrid(steps, steps, indexing="ij")
+  offsets = tf.stack([tf.reshape(dx, [-1]), tf.reshape(dy, [-1])], axis=-1) * float(stride)
+  return tf.floor(points / float(stride))[..., None, :] * float(stride) + offsets
+
+
 def disk_mass(points: tf.Tensor, disk_radius: float, stride: int) -> tf.Tensor:
   """float32 `[...]`: the vote mass of a perfect disk around each point `[..., 2]` (input pixels),
   i.e. its grid points within R (on an unbounded grid) / `vote_normaliser`: 0.9 - 1.05 for R = 32,
   stride 8, depending on where the point lies in its cell."""
-  reach = math.ceil(disk_radius / stride) + 1
-  steps = tf.range(-reach, reach + 1, dtype=tf.float32)
-  dy, dx = tf.meshgrid(steps, steps, indexing="ij")
-  cell = tf.floor(points / float(stride))
-  near_x = (cell[..., 0:1] + tf.reshape(dx, [-1])) * float(stride) - points[..., 0:1]
-  near_y = (cell[..., 1:2] + tf.reshape(dy, [-1])) * float(stride) - points[..., 1:2]
-  inside = tf.cast(near_x * near_x + near_y * near_y <= disk_radius * disk_radius, tf.float32)
+  near = disk_grid_points(points, disk_radius, stride) - points[..., None, :]
+  inside = tf.cast(tf.reduce_sum(tf.square(near), axis=-1) <= disk_radius * disk_radius,
+                   tf.float32)
   return tf.reduce_sum(inside, axis=-1) / vote_normaliser(disk_radius, stride)
 
 
