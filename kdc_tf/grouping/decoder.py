@@ -10,7 +10,8 @@ exported SavedModel. It runs in stages:
 2. Greedy selection: `tf.image.non_max_suppression_overlaps` (no XLA kernel), then the people
    that repeat an earlier person's pose are dropped (`poses.drop_repeats`).
 3. (XLA) people's keypoints, fragment merging and completion (`merging`), keypoints claimed by
-   identity and completion from the candidates' walks (`claiming`), scores, membership
+   identity and completion from the candidates' walks (`claiming`) and from skeleton pieces
+   (`pieces`), scores, membership
    (`masks`), mask-only people in the remaining slots (`mask_only`), IGO instance maps; then (XLA)
    the maps' resampling tables; then, at the dynamic output size, the masks, and the keypoints in
    output pixels, clipped to the output image (the square input's padding maps beyond it).
@@ -22,7 +23,8 @@ Deviations from DESIGN.md 'Decoding', each justified by a measurement in docs/gr
 docs/occlusion.md: repeated poses suppressed, walks stopped at unsupported keypoints and offsets
 read from the corners that vote for the keypoint (`poses`), keypoint scores as vote mass
 (`voting`), fragments merged and people completed (`merging`), keypoints claimed by identity
-(`claiming`), also from the keypoints the KeyCentroid votes land on (`peaks`), mask centroid as
+(`claiming`), also from the keypoints the KeyCentroid votes land on (`peaks`), people rebuilt from
+the skeleton pieces the voted keypoints' mid-range steps link (`pieces`), mask centroid as
 the plain mean of the confident keypoints (`masks`), mask-only people (`mask_only`), keypoint
 scores over the owned part of the disk and a separate mask ranking (`scoring`).
 
@@ -37,12 +39,13 @@ from __future__ import annotations
 
 from typing import Dict, Mapping
 
+import numpy as np
 import tensorflow as tf
 
 from kdc_tf import geometry
 from kdc_tf.config import ExperimentConfig, GroupingConfig
-from kdc_tf.grouping import (claiming, gaussian, mask_only, masks, merging, peaks, poses,
-                             sampling, scoring, voting)
+from kdc_tf.grouping import (claiming, gaussian, mask_only, masks, merging, peaks, pieces,
+                             poses, sampling, scoring, voting)
 
 INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
 # People selected by the seed rule before repeated poses are dropped, per output slot.
@@ -123,6 +126,7 @@ class Grouper(tf.Module):
       raise ValueError(f"input size {shape.input_size} gives a pose grid of {self._pose_grid} "
                        "point")
     self._edge_orders = poses.breadth_first_edges(self._spec)
+    self._directed_edges = np.asarray(self._spec.directed_edges, np.int32)
     self._pgo_kernels = gaussian.gaussian_kernels_1d(gaussian.pgo_sigmas_in_cells(
         self._spec.high_variance, config.pgo_sigma_high, config.pgo_sigma_low, self._stride))
     # Score maps in units of the stride-8 grid's, where `peak_threshold` was tuned: a perfect
@@ -180,7 +184,8 @@ class Grouper(tf.Module):
     tf.debugging.assert_positive(output_size, message="output_size must be positive")
     tf.debugging.assert_positive(input_scale, message="input_scale must be positive")
     (candidate_poses, keypoint_scores, seed_scores, overlaps, finite, voted_points,
-     voted_scores) = self._find_poses(heatmap, keycentroid, midrange, seg, mask_offset)
+     voted_scores, voted_links) = self._find_poses(heatmap, keycentroid, midrange, seg,
+                                                   mask_offset)
     message = f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:"
     tf.debugging.Assert(tf.reduce_all(finite), [message, finite], summarize=len(INPUT_KEYS))
     pool = poses.select_people(overlaps, seed_scores, REPEAT_POOL * self._config.max_people,
@@ -188,7 +193,8 @@ class Grouper(tf.Module):
     selected = poses.drop_repeats(pool, candidate_poses, self._config.nms_radius,
                                   self._config.max_people, keypoint_scores > 0.0)
     keypoints, scores, mask_scores, maps, num_people = self._make_people(
-        selected, candidate_poses, keypoint_scores, voted_points, voted_scores, seg, mask_offset)
+        selected, candidate_poses, keypoint_scores, voted_points, voted_scores, voted_links, seg,
+        mask_offset)
     tables = self._resampling_tables(maps)
     # On the output image, not in the padding of the square input (which maps beyond it).
     last_pixel = tf.cast(tf.reverse(output_size, [0]) - 1, tf.float32)  # (x, y)
@@ -242,10 +248,13 @@ class Grouper(tf.Module):
         self._stride)[..., 0]
     voted_points = tf.transpose(voted.points, [1, 0, 2])
     voted_scores = tf.transpose(tf.where(voted.mass > 0.0, voted_evidence, 0.0))
-    return (walked, keypoint_scores, seed_scores, overlaps, finite, voted_points, voted_scores)
+    links = pieces.voted_links(voted_points, voted_scores > 0.0, midrange, self._directed_edges,
+                               self._stride)
+    return (walked, keypoint_scores, seed_scores, overlaps, finite, voted_points, voted_scores,
+            links)
 
   def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, voted_points,
-                                voted_scores, seg, mask_offset):
+                                voted_scores, voted_links, seg, mask_offset):
     """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, mask scores `[N]`, instance
     maps `[N, M, M]` and the number of people."""
     config = self._config
@@ -295,6 +304,12 @@ class Grouper(tf.Module):
                                                       has_identity, *voted, **claim)
       xy, point_scores = claiming.swap_from_votes(xy, point_scores, valid, identity,
                                                   has_identity, *voted, **claim)
+      xy, point_scores = tf.cond(exact, lambda: pieces.complete_from_pieces(
+          xy, point_scores, valid, identity, has_identity, *voted,
+          pieces.piece_labels(voted_links, self._directed_edges, self._spec.num_keypoints), seg,
+          mask_offset,
+          mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold, **claim),
+          lambda: (xy, point_scores))
       identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
                                                   **settings)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)

@@ -1,0 +1,183 @@
+"""People assembled from exact skeleton pieces, where the embeddings are exact.
+
+The mid-range offsets at a voted keypoint's own grid cell (`peaks.voted_keypoints`) belong to
+that keypoint's person (the encoder gives a grid point to the person whose keypoint of the edge's
+source type is nearest), so on perfect maps `cell + midrange_{k->l}(cell)` lands on the same
+person's keypoint l exactly: linking the voted keypoints along those steps cuts the image's
+keypoints into pieces, each a connected part of one person's skeleton (a person's pieces are
+separated by its unlabelled keypoints, to which the offsets are 0). `complete_from_pieces` gives a
+person that is still not whole (its keypoint mean is off its identity, DM_c) the pieces of its
+keypoints that embed onto its identity plus up to `MAX_ADDED` more pieces whose union brings the
+mean onto the identity, replacing all its keypoints: it adds occluded keypoints of several types
+(which `claiming.complete_from_votes` bounds at 3, one candidate each) and drops a neighbour's
+keypoints it held. Deviation from DESIGN.md 'Decoding'; measurements in docs/occlusion.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from kdc_tf.grouping import claiming, merging
+
+# A mid-range step lands on a voted keypoint when within this (input pixels).
+LINK_DISTANCE = 1.0
+# Steps shorter than this lead nowhere (the encoder's target where the destination is unlabelled).
+MIN_STEP = 0.5
+# Pieces a person may take besides those of its own keypoints, and how many candidate pieces
+# (nearest to its identity, type-disjoint from its own) the search considers.
+MAX_ADDED = 3
+CANDIDATE_PIECES = 12
+
+
+def _piece_subsets(num_candidates: int, max_size: int) -> np.ndarray:
+  """float32 `[S, R]`: the empty set, then every set of 1 to `max_size` candidates, smaller first."""
+  rows = [np.zeros(num_candidates, np.float32)]
+  for size in range(1, max_size + 1):
+    for chosen in itertools.combinations(range(num_candidates), size):
+      row = np.zeros(num_candidates, np.float32)
+      row[list(chosen)] = 1.0
+      rows.append(row)
+  return np.stack(rows)
+
+
+def voted_links(voted_points: tf.Tensor, voted_valid: tf.Tensor, midrange: tf.Tensor,
+                directed_edges: np.ndarray, stride: int) -> tf.Tensor:
+  """bool `[E, M, M]`: `[e, i, j]` when the mid-range step of edge e (`source -> target`) read at
+  the own grid cell of voted keypoint i of the source type lands on voted keypoint j of the
+  target type.
+
+  Args:
+    voted_points: float32 `[M, K, 2]` input pixels; voted_valid: bool `[M, K]`.
+    midrange: `[G, G, 2E]` input pixels; directed_edges: int `[E, 2]` (source, target) types.
+    stride: pose-grid stride.
+  """
+  height, width, _ = midrange.shape
+  num_edges = directed_edges.shape[0]
+  by_type = tf.transpose(voted_points, [1, 0, 2])  # [K, M, 2]
+  valid_by_type = tf.transpose(voted_valid)
+  sources = tf.gather(by_type, directed_edges[:, 0])  # [E, M, 2]
+  targets = tf.gather(by_type, directed_edges[:, 1])
+  cells = tf.cast(tf.round(sources / float(stride)), tf.int32)
+  column = tf.clip_by_value(cells[..., 0], 0, width - 1)
+  row = tf.clip_by_value(cells[..., 1], 0, height - 1)
+  flat = tf.reshape(midrange, [height * width, num_edges, 2])
+  edges = tf.broadcast_to(tf.range(num_edges)[:, None], row.shape)
+  steps = tf.gather_nd(flat, tf.stack([row * width + column, edges], axis=-1))  # [E, M, 2]
+  landing = tf.cast(tf.stack([column, row], axis=-1), tf.float32) * float(stride) + steps
+  distance = tf.reduce_sum(tf.square(landing[:, :, None] - targets[:, None]), axis=-1)
+  moves = tf.reduce_sum(tf.square(steps), axis=-1) >= MIN_STEP * MIN_STEP
+  return ((distance <= LINK_DISTANCE * LINK_DISTANCE)
+          & (tf.gather(valid_by_type, directed_edges[:, 0]) & moves)[:, :, None]
+          & tf.gather(valid_by_type, directed_edges[:, 1])[:, None])
+
+
+def piece_labels(links: tf.Tensor, directed_edges: np.ndarray, num_types: int) -> tf.Tensor:
+  """int32 `[M, K]`: per voted keypoint the smallest node index `m * K + k` of its piece (the
+  connected component of `links`, `voted_links`)."""
+  _, slots, _ = links.shape
+  nodes = slots * num_types
+  edge_index = tf.where(links)  # [L, 3] (e, i, j)
+  edge, first, second = edge_index[:, 0], edge_index[:, 1], edge_index[:, 2]
+  types = tf.constant(directed_edges, tf.int64)
+  start = first * num_types + tf.gather(types[:, 0], edge)
+  end = second * num_types + tf.gather(types[:, 1], edge)
+  adjacency = tf.scatter_nd(tf.stack([start, end], axis=-1), tf.ones_like(start, tf.float32),
+                            [nodes, nodes])
+  adjacent = (adjacency + tf.transpose(adjacency)) > 0.0
+  labels = tf.range(nodes)
+  # A piece is a subtree of the skeleton: at most K - 1 steps across.
+  for _ in range(num_types - 1):
+    labels = tf.minimum(labels, tf.reduce_min(tf.where(adjacent, labels[None], nodes), axis=1))
+  return tf.reshape(labels, [slots, num_types])
+
+
+def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
+                         identity: tf.Tensor, has_identity: tf.Tensor, voted_points: tf.Tensor,
+                         voted_scores: tf.Tensor, labels: tf.Tensor, seg: tf.Tensor,
+                         mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+                         keypoint_threshold: float, tolerance: tf.Tensor | float,
+                         exact: tf.Tensor | bool) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Each person that is not whole, rebuilt from pieces (see the module docstring).
+
+  Its own pieces are those of its confident keypoints that lie on a voted keypoint (within
+  `claiming.HELD_DISTANCE`) and embed onto its identity; they must hold at most one keypoint per
+  type. Of the sets of up to `MAX_ADDED` further pieces (among the `CANDIDATE_PIECES` whose mean
+  lies nearest its identity, with no type in common with its own), the one with which the mean of
+  all the pieces' keypoints lies within `merging.WHOLE_FRACTION` of `tolerance` of the identity,
+  closest (smaller sets first on ties), gives the person exactly those keypoints, the others
+  scoring 0. Arguments as in `claiming.complete_from_votes`, with `labels` (`piece_labels`),
+  `seg`, `mask_offset`, `mask_stride` and `seg_threshold` as in `claiming.claim_keypoints`.
+
+  Returns:
+    `(keypoints, scores)` of the same shapes.
+  """
+  num_people, num_types = scores.shape
+  slots = voted_scores.shape[0]
+  nodes = slots * num_types
+  confident = (scores > keypoint_threshold) & valid[:, None]
+  whole = merging.is_whole(keypoints, confident, identity, has_identity,
+                           merging.WHOLE_FRACTION * tolerance)
+  eligible = has_identity & valid & ~whole & exact  # [N]
+  node_valid = tf.reshape(voted_scores > keypoint_threshold, [nodes])
+  node_points = tf.reshape(voted_points, [nodes, 2])
+  node_labels = tf.reshape(labels, [nodes])
+  node_types = tf.one_hot(tf.tile(tf.range(num_types), [slots]), num_types)  # [V, K]
+  # Pieces, indexed by label: their type counts, keypoint sums and sizes.
+  membership = (tf.one_hot(node_labels, nodes) * tf.cast(node_valid, tf.float32)[:, None])
+  piece_types = tf.linalg.matmul(membership, node_types, transpose_a=True)  # [V, K]
+  piece_sums = tf.linalg.matmul(membership, node_points, transpose_a=True)  # [V, 2]
+  piece_sizes = tf.reduce_sum(piece_types, axis=1)  # [V]
+  # The person's own pieces: its confident keypoints on a voted keypoint that embed onto it.
+  distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
+  on_voted = tf.where(valid[:, None, None] & tf.reshape(node_valid, [slots, num_types])[None],
+                      distance, float("inf"))
+  nearest = tf.argmin(on_voted, axis=1, output_type=tf.int32)  # [N, K]
+  held = tf.reduce_min(on_voted, axis=1) <= claiming.HELD_DISTANCE ** 2
+  embeddings, weights = claiming._corner_embeddings(keypoints, seg, mask_offset, mask_stride,
+                                                    seg_threshold)
+  own = (confident & held
+         & claiming._agrees(embeddings, weights, identity[:, None], tolerance))  # [N, K]
+  own_labels = tf.gather(node_labels, nearest * num_types + tf.range(num_types)[None])
+  own_pieces = tf.reduce_max(tf.one_hot(own_labels, nodes) * tf.cast(own, tf.float32)[..., None],
+                             axis=1)  # [N, V]
+  own_types = tf.linalg.matmul(own_pieces, piece_types)  # [N, K]
+  own_sums = tf.linalg.matmul(own_pieces, piece_sums)
+  own_sizes = tf.linalg.matmul(own_pieces, piece_sizes[:, None])[:, 0]
+  eligible &= (own_sizes > 0.0) & (tf.reduce_max(own_types, axis=1) <= 1.0)
+  # Candidate pieces: type-disjoint from the person's own, nearest to its identity.
+  overlap = tf.linalg.matmul(own_types, piece_types, transpose_b=True)  # [N, V]
+  piece_means = piece_sums / tf.maximum(piece_sizes, 1.0)[:, None]
+  to_identity = tf.reduce_sum(tf.square(piece_means[None] - identity[:, None]), axis=-1)
+  usable = (overlap == 0.0) & (own_pieces == 0.0) & (piece_sizes > 0.0)[None]
+  nearest_pieces = tf.math.top_k(-tf.where(usable, to_identity, float("inf")),
+                                 k=min(CANDIDATE_PIECES, nodes))
+  candidates = nearest_pieces.indices  # [N, R]
+  candidate_ok = tf.cast(tf.math.is_finite(nearest_pieces.values), tf.float32)
+  subsets = tf.constant(_piece_subsets(candidates.shape[1], MAX_ADDED))  # [S, R]
+  chosen = subsets[None] * candidate_ok[:, None]  # [N, S, R]
+  complete = tf.equal(tf.reduce_sum(chosen, axis=2), tf.reduce_sum(subsets, axis=1)[None])
+  types = own_types[:, None] + tf.einsum("nsr,nrk->nsk", chosen, tf.gather(piece_types,
+                                                                             candidates))
+  sums = own_sums[:, None] + tf.einsum("nsr,nrc->nsc", chosen, tf.gather(piece_sums, candidates))
+  sizes = own_sizes[:, None] + tf.einsum("nsr,nr->ns", chosen, tf.gather(piece_sizes, candidates))
+  gaps = tf.reduce_sum(tf.square(sums / tf.maximum(sizes, 1.0)[..., None] - identity[:, None]),
+                       axis=-1)  # [N, S]
+  fits = (complete & (tf.reduce_max(types, axis=2) <= 1.0) & eligible[:, None]
+          & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)))
+  costs = tf.where(fits, gaps, float("inf"))
+  best = tf.argmin(costs, axis=1, output_type=tf.int32)
+  rebuilt = tf.math.is_finite(tf.reduce_min(costs, axis=1))  # [N]
+  added = tf.gather(chosen, best, batch_dims=1)  # [N, R]
+  pieces = own_pieces + tf.einsum("nr,nrv->nv", added, tf.one_hot(candidates, nodes))  # [N, V]
+  taken = tf.reshape(tf.gather(pieces, node_labels, axis=1)
+                     * tf.cast(node_valid, tf.float32)[None], [num_people, slots, num_types])
+  has_type = tf.reduce_sum(taken, axis=1) > 0.0  # [N, K]
+  new_points = tf.einsum("nmk,mkc->nkc", taken, voted_points)
+  new_scores = tf.einsum("nmk,mk->nk", taken, voted_scores)
+  keypoints = tf.where((rebuilt[:, None] & has_type)[..., None], new_points, keypoints)
+  scores = tf.where(rebuilt[:, None], new_scores, scores)
+  return keypoints, scores
