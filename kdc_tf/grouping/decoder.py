@@ -341,6 +341,7 @@ class Grouper(tf.Module):
           membership_threshold=config.membership_threshold,
           membership_sigma=self._membership_sigma, radius=config.nms_radius)
       scores = tf.where(keypoint_people, scores, mask_scores)
+    mask_scores = scoring.order_ties_by_area(mask_scores, tf.reduce_sum(membership, axis=[1, 2]))
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
     return (keypoints, scores, mask_scores, masks.instance_maps(membership, self._igo_cells),
             num_people)

@@ -13,7 +13,7 @@ These are the keypoint ranking only, applied after merging, claiming and the mas
 `mask_scores` keep the scores those steps used (the mean vote-mass score), which rank the masks
 (owned-disk scores ranking the masks cost segm AP 0.003 - 0.005 on the occlusion oracle,
 docs/occlusion.md). Gated to exact embeddings, like `claiming`: the voted keypoints and the whole
-test need them. Deviation from DESIGN.md 'Decoding' 4; measurements in docs/occlusion.md.
+test need them. `order_ties_by_area` (on all maps) ranks tied masks by area. Deviation from DESIGN.md 'Decoding' 4; measurements in docs/occlusion.md.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ INCOMPLETE_FACTOR = 0.5
 SAME_POINT = 1.0
 # The other keypoints of its type nearest to a keypoint that may own part of its disk.
 COMPETITORS = 4
+# Mask scores within about this of each other are tied (`order_ties_by_area`): perfect people's
+# are 1 up to float round-off, which differs between XLA and eager code (1 or 1 - 1.2e-7).
+MASK_SCORE_STEP = 2.0 ** -12
 
 
 def owned_disk_mass(points: tf.Tensor, others: tf.Tensor, others_valid: tf.Tensor,
@@ -82,3 +85,16 @@ def person_scores(point_scores: tf.Tensor, whole: tf.Tensor, judged: tf.Tensor) 
   people `judged` (their identity known, embeddings exact) that are not `whole`."""
   factor = tf.where(judged & ~whole, INCOMPLETE_FACTOR, 1.0)
   return tf.reduce_mean(point_scores, axis=1) * factor
+
+
+def order_ties_by_area(mask_scores: tf.Tensor, areas: tf.Tensor) -> tf.Tensor:
+  """float32 `[N]`: mask scores rounded to `MASK_SCORE_STEP`, then lowered by less than a step in
+  proportion to `1 / (1 + sqrt(area))` (`areas` `[N]`: mask-grid points), in [0, 1].
+
+  Tied masks (perfect people's) are ranked by the expected quality of their reproduction: the mask
+  grid misses a band along a mask's boundary, a fraction of its area that falls as
+  `1 / sqrt(area)`, so the larger mask first; before, float round-off ordered them (COCO sample
+  oracle at 801, docs/occlusion.md).
+  """
+  rounded = tf.round(mask_scores / MASK_SCORE_STEP) * MASK_SCORE_STEP
+  return tf.maximum(rounded - MASK_SCORE_STEP / (1.0 + tf.sqrt(areas)), 0.0)
