@@ -438,7 +438,7 @@ def test_compiled_stages_need_no_input_values(grouper):
             for key in INPUT_KEYS]
   candidate_poses, keypoint_scores, seed_scores, overlaps, _, *voted = grouper._find_poses(*inputs)
   selected = poses.select_people(overlaps, seed_scores, MAX_PEOPLE, 0.01)
-  people_args = [selected, candidate_poses, keypoint_scores, *voted, *inputs[3:]]
+  people_args = [selected, candidate_poses, keypoint_scores, *voted, *inputs[2:]]
   maps = grouper._make_people(*people_args)[-2]
   for stage, args in ((grouper._find_poses, inputs),
                       (grouper._make_people, people_args),

@@ -184,8 +184,7 @@ class Grouper(tf.Module):
     tf.debugging.assert_positive(output_size, message="output_size must be positive")
     tf.debugging.assert_positive(input_scale, message="input_scale must be positive")
     (candidate_poses, keypoint_scores, seed_scores, overlaps, finite, voted_points,
-     voted_scores, voted_links) = self._find_poses(heatmap, keycentroid, midrange, seg,
-                                                   mask_offset)
+     voted_scores) = self._find_poses(heatmap, keycentroid, midrange, seg, mask_offset)
     message = f"grouping inputs are not finite; finite flags of {INPUT_KEYS}:"
     tf.debugging.Assert(tf.reduce_all(finite), [message, finite], summarize=len(INPUT_KEYS))
     pool = poses.select_people(overlaps, seed_scores, REPEAT_POOL * self._config.max_people,
@@ -193,7 +192,7 @@ class Grouper(tf.Module):
     selected = poses.drop_repeats(pool, candidate_poses, self._config.nms_radius,
                                   self._config.max_people, keypoint_scores > 0.0)
     keypoints, scores, mask_scores, maps, num_people = self._make_people(
-        selected, candidate_poses, keypoint_scores, voted_points, voted_scores, voted_links, seg,
+        selected, candidate_poses, keypoint_scores, voted_points, voted_scores, midrange, seg,
         mask_offset)
     tables = self._resampling_tables(maps)
     # On the output image, not in the padding of the square input (which maps beyond it).
@@ -248,13 +247,20 @@ class Grouper(tf.Module):
         self._stride)[..., 0]
     voted_points = tf.transpose(voted.points, [1, 0, 2])
     voted_scores = tf.transpose(tf.where(voted.mass > 0.0, voted_evidence, 0.0))
-    links = pieces.voted_links(voted_points, voted_scores > 0.0, midrange, self._directed_edges,
+    return (walked, keypoint_scores, seed_scores, overlaps, finite, voted_points, voted_scores)
+
+  def _from_pieces(self, xy, point_scores, valid, identity, has_identity, voted, midrange, seg,
+                   mask_offset, claim):
+    """`pieces.complete_from_pieces` with the pieces the voted keypoints' mid-range steps link."""
+    links = pieces.voted_links(voted[0], voted[1] > 0.0, midrange, self._directed_edges,
                                self._stride)
-    return (walked, keypoint_scores, seed_scores, overlaps, finite, voted_points, voted_scores,
-            links)
+    labels = pieces.piece_labels(links, self._directed_edges, self._spec.num_keypoints)
+    return pieces.complete_from_pieces(
+        xy, point_scores, valid, identity, has_identity, *voted, labels, seg, mask_offset,
+        mask_stride=geometry.MASK_STRIDE, seg_threshold=self._config.seg_threshold, **claim)
 
   def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, voted_points,
-                                voted_scores, voted_links, seg, mask_offset):
+                                voted_scores, midrange, seg, mask_offset):
     """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, mask scores `[N]`, instance
     maps `[N, M, M]` and the number of people."""
     config = self._config
@@ -304,12 +310,13 @@ class Grouper(tf.Module):
                                                       has_identity, *voted, **claim)
       xy, point_scores = claiming.swap_from_votes(xy, point_scores, valid, identity,
                                                   has_identity, *voted, **claim)
-      xy, point_scores = tf.cond(exact, lambda: pieces.complete_from_pieces(
-          xy, point_scores, valid, identity, has_identity, *voted,
-          pieces.piece_labels(voted_links, self._directed_edges, self._spec.num_keypoints), seg,
-          mask_offset,
-          mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold, **claim),
-          lambda: (xy, point_scores))
+      # Skipped (and its pieces not built) where every person is whole, as on most images.
+      not_whole = valid & has_identity & ~merging.is_whole(
+          xy, (point_scores > config.centroid_keypoint_threshold) & valid[:, None], identity,
+          has_identity, merging.WHOLE_FRACTION * settings["tolerance"])
+      xy, point_scores = tf.cond(exact & tf.reduce_any(not_whole), lambda: self._from_pieces(
+          xy, point_scores, valid, identity, has_identity, voted, midrange, seg, mask_offset,
+          claim), lambda: (xy, point_scores))
       identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
                                                   **settings)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)

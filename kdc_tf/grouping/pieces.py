@@ -77,22 +77,24 @@ def voted_links(voted_points: tf.Tensor, voted_valid: tf.Tensor, midrange: tf.Te
 
 def piece_labels(links: tf.Tensor, directed_edges: np.ndarray, num_types: int) -> tf.Tensor:
   """int32 `[M, K]`: per voted keypoint the smallest node index `m * K + k` of its piece (the
-  connected component of `links`, `voted_links`)."""
+  connected component of `links`, `voted_links`).
+
+  Label propagation along the links of each edge, both ways (`[E, M, M]` per round; a dense
+  `[K M, K M]` adjacency cost 3.6 ms per call at 401, this 0.4 - 0.6 ms).
+  """
   _, slots, _ = links.shape
   nodes = slots * num_types
-  edge_index = tf.where(links)  # [L, 3] (e, i, j)
-  edge, first, second = edge_index[:, 0], edge_index[:, 1], edge_index[:, 2]
-  types = tf.constant(directed_edges, tf.int64)
-  start = first * num_types + tf.gather(types[:, 0], edge)
-  end = second * num_types + tf.gather(types[:, 1], edge)
-  adjacency = tf.scatter_nd(tf.stack([start, end], axis=-1), tf.ones_like(start, tf.float32),
-                            [nodes, nodes])
-  adjacent = (adjacency + tf.transpose(adjacency)) > 0.0
-  labels = tf.range(nodes)
+  by_type = tf.transpose(tf.reshape(tf.range(nodes), [slots, num_types]))  # [K, M]
+  segments = np.concatenate([directed_edges[:, 0], directed_edges[:, 1]])
   # A piece is a subtree of the skeleton: at most K - 1 steps across.
   for _ in range(num_types - 1):
-    labels = tf.minimum(labels, tf.reduce_min(tf.where(adjacent, labels[None], nodes), axis=1))
-  return tf.reshape(labels, [slots, num_types])
+    target_labels = tf.gather(by_type, directed_edges[:, 1])  # [E, M]
+    source_labels = tf.gather(by_type, directed_edges[:, 0])
+    from_targets = tf.reduce_min(tf.where(links, target_labels[:, None, :], nodes), axis=2)
+    from_sources = tf.reduce_min(tf.where(links, source_labels[:, :, None], nodes), axis=1)
+    by_type = tf.minimum(by_type, tf.math.unsorted_segment_min(
+        tf.concat([from_targets, from_sources], 0), segments, num_types))
+  return tf.transpose(by_type)
 
 
 def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
@@ -127,9 +129,9 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
   node_labels = tf.reshape(labels, [nodes])
   node_types = tf.one_hot(tf.tile(tf.range(num_types), [slots]), num_types)  # [V, K]
   # Pieces, indexed by label: their type counts, keypoint sums and sizes.
-  membership = (tf.one_hot(node_labels, nodes) * tf.cast(node_valid, tf.float32)[:, None])
-  piece_types = tf.linalg.matmul(membership, node_types, transpose_a=True)  # [V, K]
-  piece_sums = tf.linalg.matmul(membership, node_points, transpose_a=True)  # [V, 2]
+  node_weight = tf.cast(node_valid, tf.float32)[:, None]
+  piece_types = tf.math.unsorted_segment_sum(node_types * node_weight, node_labels, nodes)  # [V, K]
+  piece_sums = tf.math.unsorted_segment_sum(node_points * node_weight, node_labels, nodes)
   piece_sizes = tf.reduce_sum(piece_types, axis=1)  # [V]
   # The person's own pieces: its confident keypoints on a voted keypoint that embed onto it.
   distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
