@@ -24,6 +24,9 @@ from kdc_tf.modeling.config import ModelConfig
 
 CENTROID_MODES = ("dynamic", "static")
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
+# Keras dtype policies of training: float32, or float16 / bfloat16 compute with float32 weights
+# (float16 with dynamic loss scaling; bfloat16 has float32's range and needs none).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 CONFIG_FILENAME = "experiment_config.json"
 
 
@@ -132,7 +135,9 @@ class TrainConfig:
   image_summary_every: int = 1000
   log_every: int = 10
   strategy: str = "mirrored"
-  mixed_precision: bool = False
+  # A Keras dtype policy of PRECISIONS. mixed_bfloat16 pays on CPUs with native bfloat16
+  # (AVX512_BF16 / AMX) and on TPUs and recent GPUs; inference always runs in float32.
+  precision: str = "float32"
   seed: Optional[int] = None
   # After the last step, the trained (not frozen) batch-norm layers' moving statistics are
   # re-estimated on this many training batches with the final weights (kdc_tf.training.batch_norm:
@@ -145,6 +150,8 @@ class TrainConfig:
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
       raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
     for name in ("batch_size", "epochs", "checkpoint_every", "max_checkpoints",
                  "summary_every", "image_summary_every", "log_every"):
       if getattr(self, name) <= 0:
@@ -234,13 +241,17 @@ def _upgrade(values: Mapping[str, Any], complete: bool) -> Dict[str, Any]:
   Before one `geometry` section, `model` and `encoder` each held dataset, input_size,
   output_stride and disk_radius (required to agree); `loss.sigma_igo` is now
   `loss.membership_sigma`; `complete` files (a model_dir's) without `model.offset_scale` scaled
-  offsets by the disk radius.
+  offsets by the disk radius; `train.mixed_precision` (a bool) is `train.precision`
+  (True: mixed_float16).
   """
   values = {name: dict(section) if isinstance(section, Mapping) else section
             for name, section in values.items()}
   for (section, old), new in _RENAMED_KEYS.items():
     if old in values.get(section, {}):
       values[section][new] = values[section].pop(old)
+  train = values.get("train", {})
+  if "mixed_precision" in train:
+    train["precision"] = "mixed_float16" if train.pop("mixed_precision") else "float32"
   if "geometry" not in values:
     geometry: Dict[str, Any] = {}
     for section in ("model", "encoder"):

@@ -70,9 +70,9 @@ def test_save_and_load_round_trip_with_one_geometry(tmp_path):
 
 def test_overrides_take_the_field_types():
   config = config_lib.apply_overrides(ExperimentConfig(), [
-      "model.depth=50", "train.mixed_precision=true", "train.seed=7", "train.batch_size=8",
+      "model.depth=50", "model.separable_heads=true", "train.seed=7", "train.batch_size=8",
       "loss.membership_sigma=0.25", "geometry.input_size=193", "model.weights=w.h5"])
-  assert (config.model.depth, config.train.mixed_precision, config.train.seed) == ("50", True, 7)
+  assert (config.model.depth, config.model.separable_heads, config.train.seed) == ("50", True, 7)
   assert (config.train.batch_size, config.loss.membership_sigma) == (8, 0.25)
   assert (config.geometry.input_size, config.model.weights) == (193, "w.h5")
   assert config_lib.apply_overrides(config, ["train.seed=none"]).train.seed is None
@@ -82,12 +82,22 @@ def test_overrides_take_the_field_types():
     ("model.depth", "section.field=value"),
     ("modle.depth=50", "section.field=value"),
     ("train.batch_size=four", "invalid literal"),
-    ("train.mixed_precision=maybe", "true or false"),
+    ("model.separable_heads=maybe", "true or false"),
+    ("train.precision=bfloat16", "precision must be one of"),
     ("geometry.input_size=400", "corner-aligned"),
 ])
 def test_bad_overrides_are_clear_errors(override, message):
   with pytest.raises(ValueError, match=message):
     config_lib.apply_overrides(ExperimentConfig(), [override])
+
+
+def test_the_old_mixed_precision_flag_maps_to_a_precision():
+  """model_dirs written before `train.precision` stored `train.mixed_precision` (float16)."""
+  for old, new in ((True, "mixed_float16"), (False, "float32")):
+    values = ExperimentConfig().to_dict()
+    del values["train"]["precision"]
+    values["train"]["mixed_precision"] = old
+    assert ExperimentConfig.from_dict(values).train.precision == new
 
 
 def test_a_config_file_sets_only_the_fields_it_names(tmp_path):

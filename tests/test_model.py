@@ -169,14 +169,16 @@ def test_offsets_start_at_zero_and_the_heatmap_does_not():
   assert np.abs(outputs["heatmap_logits"].numpy()).max() > 0.01
 
 
-def test_outputs_are_float32_under_mixed_precision():
+@pytest.mark.parametrize("policy, compute_dtype", [("mixed_float16", "float16"),
+                                                   ("mixed_bfloat16", "bfloat16")])
+def test_outputs_are_float32_under_mixed_precision(policy, compute_dtype):
   previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy("mixed_float16")
+  keras.config.set_dtype_policy(policy)
   try:
     model = build_kdc_model(ModelConfig(depth="tiny"), Geometry(input_size=129))
   finally:
     keras.config.set_dtype_policy(previous)
-  assert model.get_layer("neck_conv").compute_dtype == "float16"
+  assert model.get_layer("neck_conv").compute_dtype == compute_dtype
   outputs = model(np.zeros((1, 129, 129, 3), np.float32))
   for name, value in outputs.items():
     assert value.dtype == tf.float32, name

@@ -190,8 +190,8 @@ def test_a_model_dir_of_another_architecture_is_refused(resumed_run):
   with pytest.raises(ValueError, match="another model configuration"):
     Trainer(other, resumed_run["model_dir"], create_strategy("one_device"))
   mixed = dataclasses.replace(config, train=dataclasses.replace(config.train,
-                                                                mixed_precision=True))
-  with pytest.raises(ValueError, match="another mixed precision configuration"):
+                                                                precision="mixed_bfloat16"))
+  with pytest.raises(ValueError, match="another precision configuration"):
     Trainer(mixed, resumed_run["model_dir"], create_strategy("one_device"))
 
 

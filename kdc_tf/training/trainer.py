@@ -1,7 +1,7 @@
 """Custom training loop of the KDC network under tf.distribute.
 
 One `Trainer` builds (or restores, after a kill) the model, the Adam optimizer (with dynamic loss
-scaling under mixed precision) and the step counter in its model_dir, then runs
+scaling under float16 mixed precision) and the step counter in its model_dir, then runs
 `config.train.total_steps` steps: per-replica losses normalised by the global batch
 (`kdc_tf.losses.compute_losses`), checkpoints every `checkpoint_every` steps, TensorBoard scalars
 for every loss term and image summaries, absl logging of progress and speed. A non-finite loss
@@ -126,7 +126,7 @@ class Trainer:
                "model": (dataclasses.replace(previous.model, weights=None),
                          dataclasses.replace(current.model, weights=None)),
                "encoder": (previous.encoder, current.encoder),
-               "mixed precision": (previous.train.mixed_precision, current.train.mixed_precision)}
+               "precision": (previous.train.precision, current.train.precision)}
       for what, (before, now) in pairs.items():
         if before != now:
           raise ValueError(f"{self.model_dir} holds checkpoints of another {what} configuration "
@@ -137,8 +137,7 @@ class Trainer:
   def _build(self) -> None:
     train = self.config.train
     previous_policy = keras.config.dtype_policy()
-    if train.mixed_precision:
-      keras.config.set_dtype_policy("mixed_float16")
+    keras.config.set_dtype_policy(train.precision)
     try:
       with self.strategy.scope():
         model_config = self.config.model
@@ -148,7 +147,7 @@ class Trainer:
         optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate,
                                           use_ema=train.ema_momentum > 0,
                                           ema_momentum=train.ema_momentum)
-        if train.mixed_precision:
+        if train.precision == "mixed_float16":
           optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         # Built now so that restoring fills its slots instead of deferring them.
         optimizer.build(self.model.trainable_variables)
