@@ -1,6 +1,7 @@
 """Training-step time of the quick-start recipe against variants of it, in one sitting.
 
   python -m experiments.bench_train_step --variant=model.separable_heads=false [--variant=...]
+  python -m experiments.bench_train_step --variant=train.precision=mixed_bfloat16
 
 Each configuration (the quick start's, then one per --variant, a comma-separated list of
 `section.field=value` overrides) gets its own model and Adam; all run the real losses on one fixed
@@ -26,6 +27,7 @@ from experiments.presets import quickstart_config
 from kdc_tf.config import ExperimentConfig, apply_overrides
 from kdc_tf.losses import compute_losses
 from kdc_tf.modeling import build_kdc_model
+from kdc_tf.training.precision import dtype_policy
 
 FLAGS = flags.FLAGS
 
@@ -38,16 +40,21 @@ def define_flags() -> None:
 
 
 def _train_step(config: ExperimentConfig):
-  """A compiled step (forward, real losses, backward, Adam) of a fresh model."""
-  model = build_kdc_model(config.model, config.geometry)
+  """A compiled step (forward, real losses, backward, Adam) of a fresh model, built in the
+  config's training precision (bfloat16 and float32 steps compare: `train.precision=...`)."""
+  with dtype_policy(config.train.precision):
+    model = build_kdc_model(config.model, config.geometry)
   optimizer = keras.optimizers.Adam(config.train.learning_rate)
+  if config.train.precision == "mixed_float16":
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
 
   @tf.function
   def step(images, targets):
     with tf.GradientTape() as tape:
       outputs = model(images, training=True)
       loss = compute_losses(targets, outputs, config.loss, config.encoder)["total"]
-    optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+      scaled = optimizer.scale_loss(loss)
+    optimizer.apply(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)
     return loss
 
   return step

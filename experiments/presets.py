@@ -41,8 +41,8 @@ QUICKSTART_LOSS = LossConfig(keycentroid=_OFFSET_FACTOR * LossConfig.keycentroid
 
 def quickstart_config(train_pattern: str, steps: int = QUICKSTART_STEPS,
                       learning_rate: float = QUICKSTART_LEARNING_RATE,
-                      seed: int = 0) -> ExperimentConfig:
-  """A small-trunk experiment on the synthetic data."""
+                      seed: int = 0, precision: str = "float32") -> ExperimentConfig:
+  """A small-trunk experiment on the synthetic data; `precision` a `TrainConfig.precision`."""
   return ExperimentConfig(
       geometry=Geometry(dataset="coco", input_size=QUICKSTART_INPUT_SIZE,
                         output_stride=QUICKSTART_OUTPUT_STRIDE,
@@ -53,5 +53,5 @@ def quickstart_config(train_pattern: str, steps: int = QUICKSTART_STEPS,
       train=TrainConfig(train_pattern=train_pattern, batch_size=8, learning_rate=learning_rate,
                         epochs=1, steps_per_epoch=steps, checkpoint_every=max(steps // 4, 1),
                         summary_every=25, image_summary_every=max(steps // 4, 1), log_every=25,
-                        strategy="one_device", seed=seed,
+                        strategy="one_device", seed=seed, precision=precision,
                         ema_momentum=QUICKSTART_EMA_MOMENTUM))

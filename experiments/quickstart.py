@@ -31,9 +31,10 @@ from data_pipeline.input_pipeline import build_dataset
 from experiments.evaluation_runner import predict_dataset
 from experiments.presets import QUICKSTART_LEARNING_RATE, QUICKSTART_STEPS, quickstart_config
 from kdc_tf import evaluation
-from kdc_tf.config import ExperimentConfig
+from kdc_tf.config import PRECISIONS, ExperimentConfig
 from kdc_tf.inference import Predictor
 from kdc_tf.training import Trainer, create_strategy
+from kdc_tf.training.precision import fastest_precision
 from kdc_tf.visualization.overlay import draw_predictions
 from kdc_tf.visualization.targets import save_target_panel
 
@@ -49,6 +50,9 @@ def define_flags() -> None:
   flags.DEFINE_float("learning_rate", QUICKSTART_LEARNING_RATE, "Adam learning rate (the "
                      "paper's 1e-5 is for ResNet-101 over 400 COCO epochs).")
   flags.DEFINE_integer("seed", 0, "Seed of initialisation and input order.")
+  flags.DEFINE_enum("precision", "auto", ("auto",) + PRECISIONS, "Training precision; auto: "
+                    "mixed_bfloat16 where the hardware has native bfloat16 arithmetic "
+                    "(kdc_tf/training/precision.py), else float32.")
   flags.DEFINE_bool("flip_test", True, "Evaluate on the maps of each image averaged with its "
                     "mirror image's (kdc_tf/flip_test.py); false: one forward pass.")
 
@@ -80,7 +84,9 @@ def main(argv: Sequence[str]) -> None:
   work_dir = FLAGS.work_dir
   os.makedirs(work_dir, exist_ok=True)
   data = synthetic.ensure_embedded_dataset()
-  config = quickstart_config(data["train"], FLAGS.steps, FLAGS.learning_rate, FLAGS.seed)
+  precision = fastest_precision() if FLAGS.precision == "auto" else FLAGS.precision
+  config = quickstart_config(data["train"], FLAGS.steps, FLAGS.learning_rate, FLAGS.seed,
+                             precision)
   save_example_targets(data["train"], config, os.path.join(work_dir, "targets.png"))
 
   model_dir = os.path.join(work_dir, "model")

@@ -372,3 +372,27 @@ def test_ema_weights_replace_the_trained_ones_after_the_last_step(tmp_path, monk
 def test_ema_momentum_must_be_below_one():
   with pytest.raises(ValueError, match="ema_momentum"):
     TrainConfig(ema_momentum=1.0)
+
+
+def test_bfloat16_training_keeps_float32_weights_and_restores_for_float32_inference(tmp_path):
+  """mixed_bfloat16: bfloat16 compute, float32 weights, no loss scaling; the global policy is
+  left as it was, and the checkpoint restores into a float32 model with finite outputs."""
+  pattern = synthetic.ensure_embedded_dataset()["train"]
+  config = ExperimentConfig(
+      geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny"),
+      train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-3, epochs=1,
+                        steps_per_epoch=2, seed=0, strategy="one_device",
+                        batch_norm_reestimation_batches=1, precision="mixed_bfloat16"))
+  trainer = Trainer(config, str(tmp_path), create_strategy("one_device"))
+  assert keras.config.dtype_policy().name == "float32"
+  assert trainer.model.get_layer("neck_conv").compute_dtype == "bfloat16"
+  assert all(v.dtype == "float32" for v in trainer.model.trainable_variables)
+  assert not isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+  losses = trainer.run(build_dataset(pattern, config.geometry, config.encoder, config.augment,
+                                     2, training=True, seed=0))
+  assert np.isfinite(losses["total"])
+  model, restored = restore_model(str(tmp_path))
+  assert restored.train.precision == "mixed_bfloat16"
+  assert model.get_layer("neck_conv").compute_dtype == "float32"
+  outputs = model(np.zeros((1, 65, 65, 3), np.float32))
+  assert all(np.isfinite(value.numpy()).all() for value in outputs.values())

@@ -34,6 +34,7 @@ from kdc_tf.config import ExperimentConfig, load_config, save_config
 from kdc_tf.losses import LOSS_TERMS, compute_losses
 from kdc_tf.modeling import build_kdc_model
 from kdc_tf.training.batch_norm import reestimate_batch_norm
+from kdc_tf.training.precision import dtype_policy
 from kdc_tf.visualization.summaries import summary_images
 
 _MAX_SUMMARY_IMAGES = 2
@@ -136,25 +137,20 @@ class Trainer:
 
   def _build(self) -> None:
     train = self.config.train
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(train.precision)
-    try:
-      with self.strategy.scope():
-        model_config = self.config.model
-        if self._resuming:  # Every weight comes from the checkpoint.
-          model_config = dataclasses.replace(model_config, weights=None)
-        self.model = build_kdc_model(model_config, self.config.geometry)
-        optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate,
-                                          use_ema=train.ema_momentum > 0,
-                                          ema_momentum=train.ema_momentum)
-        if train.precision == "mixed_float16":
-          optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        # Built now so that restoring fills its slots instead of deferring them.
-        optimizer.build(self.model.trainable_variables)
-        self.optimizer = optimizer
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    finally:
-      keras.config.set_dtype_policy(previous_policy)
+    with dtype_policy(train.precision), self.strategy.scope():
+      model_config = self.config.model
+      if self._resuming:  # Every weight comes from the checkpoint.
+        model_config = dataclasses.replace(model_config, weights=None)
+      self.model = build_kdc_model(model_config, self.config.geometry)
+      optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate,
+                                        use_ema=train.ema_momentum > 0,
+                                        ema_momentum=train.ema_momentum)
+      if train.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+      # Built now so that restoring fills its slots instead of deferring them.
+      optimizer.build(self.model.trainable_variables)
+      self.optimizer = optimizer
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.checkpoint = make_checkpoint(self.model, self.optimizer, self.step)
     # Non-chief workers must take part in every save but their copy is not kept: a scratch folder,
     # removed when `run` ends.
