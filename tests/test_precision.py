@@ -15,6 +15,9 @@ def test_bfloat16_only_where_native():
   assert precision.has_native_bfloat16({"avx512f", "avx512_bf16"}, [])
   assert precision.has_native_bfloat16({"amx_bf16"}, [])
   assert not precision.has_native_bfloat16({"avx512f", "avx2"}, [])
+  # oneDNN capped below its bfloat16 kernels (it aborts in the bfloat16 graph at AVX2).
+  assert not precision.has_native_bfloat16({"avx512_bf16"}, [], "AVX2")
+  assert precision.has_native_bfloat16({"avx512_bf16"}, [], "avx512_core_bf16")
   # With GPUs, the GPUs decide: every one must be Ampere (8.0) or newer.
   assert precision.has_native_bfloat16(set(), [(8, 0), (9, 0)])
   assert not precision.has_native_bfloat16({"avx512_bf16"}, [(7, 5)])
@@ -23,7 +26,12 @@ def test_bfloat16_only_where_native():
 
 def test_fastest_precision_follows_the_cpu_flags_without_gpus(monkeypatch):
   monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind: [])
+  monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+  monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
   monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
   assert precision.fastest_precision() == "mixed_bfloat16"
+  monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+  assert precision.fastest_precision() == "float32"
+  monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
   monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f"}))
   assert precision.fastest_precision() == "float32"

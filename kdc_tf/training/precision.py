@@ -3,14 +3,16 @@
 bfloat16 compute with float32 weights (`mixed_bfloat16`) needs no loss scaling and halves the
 convolutions' memory traffic, but only hardware with native bfloat16 arithmetic gains from it:
 GPUs of compute capability >= 8.0, and CPUs with AVX512_BF16 or AMX-BF16 (oneDNN's bfloat16
-kernels). Elsewhere it is emulated and slower than float32. Measurements: docs/learning.md,
+kernels) unless oneDNN is capped below them (ONEDNN_MAX_CPU_ISA). Elsewhere it is emulated, slower
+than float32, and a capped oneDNN (AVX2) aborts in the bfloat16 graph. Measurements: docs/learning.md,
 'bfloat16 training on the CPU'.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+import os
+from typing import Iterable, Iterator, Optional
 
 import keras
 
@@ -18,6 +20,10 @@ import tensorflow as tf
 from absl import logging
 
 _NATIVE_BFLOAT16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# oneDNN's instruction-set caps that keep its bfloat16 kernels.
+_BFLOAT16_ISA_CAPS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                      "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX",
+                      "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
 _CPUINFO = "/proc/cpuinfo"
 
 
@@ -45,11 +51,15 @@ def cpu_flags(cpuinfo_path: str = _CPUINFO) -> frozenset:
   return frozenset()
 
 
-def has_native_bfloat16(flags: Iterable[str], gpu_capabilities: Iterable[tuple]) -> bool:
-  """True if a GPU has compute capability >= 8.0, or (without GPUs) the CPU has bf16 flags."""
+def has_native_bfloat16(flags: Iterable[str], gpu_capabilities: Iterable[tuple],
+                        onednn_isa_cap: Optional[str] = None) -> bool:
+  """True if every GPU has compute capability >= 8.0, or (without GPUs) the CPU has bfloat16
+  flags and oneDNN is not capped below its bfloat16 kernels."""
   capabilities = list(gpu_capabilities)
   if capabilities:
     return all(capability >= (8, 0) for capability in capabilities)
+  if onednn_isa_cap and onednn_isa_cap.upper() not in _BFLOAT16_ISA_CAPS:
+    return False
   return bool(_NATIVE_BFLOAT16_CPU_FLAGS & set(flags))
 
 
@@ -59,7 +69,8 @@ def fastest_precision() -> str:
   for gpu in tf.config.list_physical_devices("GPU"):
     capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
     capabilities.append(tuple(capability) if capability else (0, 0))
-  native = has_native_bfloat16(cpu_flags(), capabilities)
+  isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+  native = has_native_bfloat16(cpu_flags(), capabilities, isa_cap)
   precision = "mixed_bfloat16" if native else "float32"
   logging.info("Training precision %s (%s)", precision,
                "native bfloat16 arithmetic" if native else "no native bfloat16 arithmetic")
