@@ -48,6 +48,7 @@ from kdc_tf.inference import Predictor
 from kdc_tf.geometry import Geometry
 from kdc_tf.modeling.config import ModelConfig
 from kdc_tf.training import Trainer, create_strategy
+from kdc_tf.training.precision import fastest_precision
 
 FLAGS = flags.FLAGS
 
@@ -85,7 +86,8 @@ def base_config(train_pattern: str) -> ExperimentConfig:
     return load_config(FLAGS.base_model_dir)
   if FLAGS.preset == "quickstart":
     config = quickstart_config(train_pattern, FLAGS.steps,
-                               FLAGS.learning_rate or QUICKSTART_LEARNING_RATE, FLAGS.seed)
+                               FLAGS.learning_rate or QUICKSTART_LEARNING_RATE, FLAGS.seed,
+                               fastest_precision())
     return dataclasses.replace(
         config, geometry=dataclasses.replace(config.geometry, dataset=FLAGS.dataset))
   steps = FLAGS.steps

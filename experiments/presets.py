@@ -17,7 +17,10 @@ from kdc_tf.modeling.config import ModelConfig
 QUICKSTART_INPUT_SIZE = 257
 QUICKSTART_OUTPUT_STRIDE = 4
 QUICKSTART_DISK_RADIUS = 16.0
-QUICKSTART_STEPS = 1500
+# Batch 4 for twice the steps of batch 8 on the same images: a CPU step costs about the same per
+# image, and the extra updates learn more (docs/learning.md, 'bfloat16 and batch 4').
+QUICKSTART_BATCH_SIZE = 4
+QUICKSTART_STEPS = 3000
 QUICKSTART_LEARNING_RATE = 3e-3
 # The 'small' trunk with light heads: the default heads' widths bound the step time without
 # helping the AP. Separable 3x3 head convs: a step 0.79x as long for the same AP.
@@ -50,7 +53,8 @@ def quickstart_config(train_pattern: str, steps: int = QUICKSTART_STEPS,
       model=QUICKSTART_MODEL,
       augment=QUICKSTART_AUGMENT,
       loss=QUICKSTART_LOSS,
-      train=TrainConfig(train_pattern=train_pattern, batch_size=8, learning_rate=learning_rate,
+      train=TrainConfig(train_pattern=train_pattern, batch_size=QUICKSTART_BATCH_SIZE,
+                        learning_rate=learning_rate,
                         epochs=1, steps_per_epoch=steps, checkpoint_every=max(steps // 4, 1),
                         summary_every=25, image_summary_every=max(steps // 4, 1), log_every=25,
                         strategy="one_device", seed=seed, precision=precision,

@@ -6,9 +6,9 @@ r"""The whole tool chain on the embedded synthetic dataset, in a few minutes on 
 2. Saves a PNG of one training example with its KDC targets (heatmaps, KeyCentroid arrows,
    instances, MaskCentroid arrows).
 3. Trains a small KDC network (`experiments.presets.quickstart_config`: 'small' trunk at stride
-   16, light separable heads, PoseNet on the stride-4 decoder, 257 x 257 input, batch 8, the
-   weights' moving average at the end) with the real trainer; rerunning resumes from the
-   checkpoint. TensorBoard logs go to <work_dir>/model.
+   16, light separable heads, PoseNet on the stride-4 decoder, 257 x 257 input, batch 4, the
+   weights' moving average at the end; bfloat16 where the hardware has it natively) with the real
+   trainer; rerunning resumes from the checkpoint. TensorBoard logs go to <work_dir>/model.
 4. Evaluates it on the synthetic validation split with the in-graph predictor (with the flip test
    unless --noflip_test) and pycocotools, and saves prediction overlays.
 
@@ -46,7 +46,7 @@ _NUM_OVERLAYS = 4
 def define_flags() -> None:
   """Defines this binary's flags (in a function so that importing this module defines none)."""
   flags.DEFINE_string("work_dir", "work_dirs/quickstart", "Where the model, logs and PNGs go.")
-  flags.DEFINE_integer("steps", QUICKSTART_STEPS, "Training steps (batch 8).", lower_bound=1)
+  flags.DEFINE_integer("steps", QUICKSTART_STEPS, "Training steps (batch 4).", lower_bound=1)
   flags.DEFINE_float("learning_rate", QUICKSTART_LEARNING_RATE, "Adam learning rate (the "
                      "paper's 1e-5 is for ResNet-101 over 400 COCO epochs).")
   flags.DEFINE_integer("seed", 0, "Seed of initialisation and input order.")
