@@ -59,8 +59,8 @@ def _type_subsets(num_types: int, max_size: int) -> np.ndarray:
   return np.stack(rows)
 
 
-def _corner_embeddings(keypoints: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Tensor,
-                       mask_stride: int, seg_threshold: float) -> Tuple[tf.Tensor, tf.Tensor]:
+def corner_embeddings(keypoints: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Tensor,
+                      mask_stride: int, seg_threshold: float) -> Tuple[tf.Tensor, tf.Tensor]:
   """The embeddings `[..., 4, 2]` of the 4 mask-grid corners around each keypoint `[..., 2]` and
   their bilinear weights `[..., 4]`, 0 off the person mask."""
   height, width, _ = seg.shape
@@ -71,8 +71,8 @@ def _corner_embeddings(keypoints: tf.Tensor, seg: tf.Tensor, mask_offset: tf.Ten
   return embeddings, weights * on_mask
 
 
-def _agrees(embeddings: tf.Tensor, weights: tf.Tensor, identity: tf.Tensor,
-            tolerance: tf.Tensor | float) -> tf.Tensor:
+def agrees(embeddings: tf.Tensor, weights: tf.Tensor, identity: tf.Tensor,
+           tolerance: tf.Tensor | float) -> tf.Tensor:
   """bool: at least `AGREEMENT` of the on-mask corner weight embeds within `tolerance` of
   `identity` (`[..., 2]`, broadcast against the keypoints' leading dimensions)."""
   close = tf.cast(tf.reduce_sum(tf.square(embeddings - identity[..., None, :]), axis=-1)
@@ -109,16 +109,16 @@ def claim_keypoints(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
        <= tf.square(tolerance)) & (has_identity & valid)[None]
       & tf.not_equal(people[:, None], people[None]), axis=1)
   claims = has_identity & valid & ~near_other & exact  # [N]
-  embeddings, weights = _corner_embeddings(keypoints, seg, mask_offset, mask_stride,
-                                           seg_threshold)
-  agrees = (_agrees(embeddings, weights, identity[:, None], tolerance)
-            & (scores > keypoint_threshold))  # [N, K]
-  pool_embeddings, pool_weights = _corner_embeddings(pool_keypoints, seg, mask_offset,
-                                                     mask_stride, seg_threshold)
-  owned = (_agrees(pool_embeddings[None], pool_weights[None], identity[:, None, None], tolerance)
+  embeddings, weights = corner_embeddings(keypoints, seg, mask_offset, mask_stride,
+                                          seg_threshold)
+  agreeing = (agrees(embeddings, weights, identity[:, None], tolerance)
+              & (scores > keypoint_threshold))  # [N, K]
+  pool_embeddings, pool_weights = corner_embeddings(pool_keypoints, seg, mask_offset,
+                                                    mask_stride, seg_threshold)
+  owned = (agrees(pool_embeddings[None], pool_weights[None], identity[:, None, None], tolerance)
            & (pool_scores > keypoint_threshold)[None])  # [N, P, K]
   best = tf.argmax(tf.where(owned, pool_scores[None], -1.0), axis=1, output_type=tf.int32)
-  replace = tf.reduce_any(owned, axis=1) & ~agrees & claims[:, None]  # [N, K]
+  replace = tf.reduce_any(owned, axis=1) & ~agreeing & claims[:, None]  # [N, K]
   index = tf.stack([best, tf.broadcast_to(tf.range(scores.shape[1]), best.shape)], axis=-1)
   keypoints = tf.where(replace[..., None], tf.gather_nd(pool_keypoints, index), keypoints)
   scores = tf.where(replace, tf.gather_nd(pool_scores, index), scores)

@@ -139,10 +139,10 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
                       distance, float("inf"))
   nearest = tf.argmin(on_voted, axis=1, output_type=tf.int32)  # [N, K]
   held = tf.reduce_min(on_voted, axis=1) <= claiming.HELD_DISTANCE ** 2
-  embeddings, weights = claiming._corner_embeddings(keypoints, seg, mask_offset, mask_stride,
-                                                    seg_threshold)
+  embeddings, weights = claiming.corner_embeddings(keypoints, seg, mask_offset, mask_stride,
+                                                   seg_threshold)
   own = (confident & held
-         & claiming._agrees(embeddings, weights, identity[:, None], tolerance))  # [N, K]
+         & claiming.agrees(embeddings, weights, identity[:, None], tolerance))  # [N, K]
   own_labels = tf.gather(node_labels, nearest * num_types + tf.range(num_types)[None])
   own_pieces = tf.reduce_max(tf.one_hot(own_labels, nodes) * tf.cast(own, tf.float32)[..., None],
                              axis=1)  # [N, V]

@@ -13,7 +13,8 @@ These are the keypoint ranking only, applied after merging, claiming and the mas
 `mask_scores` keep the scores those steps used (the mean vote-mass score), which rank the masks
 (owned-disk scores ranking the masks cost segm AP 0.003 - 0.005 on the occlusion oracle,
 docs/occlusion.md). Gated to exact embeddings, like `claiming`: the voted keypoints and the whole
-test need them. `order_ties_by_area` (on all maps) ranks tied masks by area. Deviation from DESIGN.md 'Decoding' 4; measurements in docs/occlusion.md.
+test need them. `order_ties_by_area` (on all maps) ranks tied masks by area. Deviation from
+DESIGN.md 'Decoding' 4; measurements in docs/occlusion.md.
 """
 
 from __future__ import annotations
