@@ -48,13 +48,13 @@ VOTE_COMPLETION_SIZE = 3
 HELD_DISTANCE = 1.0
 
 
-def _type_subsets(num_types: int, max_size: int) -> np.ndarray:
-  """float32 `[S, K]`: one row per set of 1 to `max_size` keypoint types, smaller sets first."""
+def subset_indicators(num_items: int, max_size: int) -> np.ndarray:
+  """float32 `[S, num_items]`: one 0/1 row per set of 1 to `max_size` items, smaller sets first."""
   rows = []
   for size in range(1, max_size + 1):
-    for types in itertools.combinations(range(num_types), size):
-      row = np.zeros(num_types, np.float32)
-      row[list(types)] = 1.0
+    for chosen in itertools.combinations(range(num_items), size):
+      row = np.zeros(num_items, np.float32)
+      row[list(chosen)] = 1.0
       rows.append(row)
   return np.stack(rows)
 
@@ -227,7 +227,7 @@ def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   available = ~confident & tf.reduce_any(free, axis=0)[None]  # [N, K]
   types = tf.broadcast_to(tf.range(num_types), nearest.shape)
   points = tf.gather_nd(voted_points, tf.stack([nearest, types], axis=-1))  # [N, K, 2]
-  subsets = tf.constant(_type_subsets(num_types, VOTE_COMPLETION_SIZE))  # [S, K]
+  subsets = tf.constant(subset_indicators(num_types, VOTE_COMPLETION_SIZE))  # [S, K]
   feasible = tf.linalg.matmul(1.0 - tf.cast(available, tf.float32), subsets,
                               transpose_b=True) == 0.0  # [N, S]
   sums = tf.einsum("sk,nkc->nsc", subsets, points * tf.cast(available, tf.float32)[..., None])

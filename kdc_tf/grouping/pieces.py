@@ -15,7 +15,6 @@ keypoints it held. Deviation from DESIGN.md 'Decoding'; measurements in docs/occ
 
 from __future__ import annotations
 
-import itertools
 from typing import Tuple
 
 import numpy as np
@@ -35,13 +34,8 @@ CANDIDATE_PIECES = 12
 
 def _piece_subsets(num_candidates: int, max_size: int) -> np.ndarray:
   """float32 `[S, R]`: the empty set, then every set of 1 to `max_size` candidates, smaller first."""
-  rows = [np.zeros(num_candidates, np.float32)]
-  for size in range(1, max_size + 1):
-    for chosen in itertools.combinations(range(num_candidates), size):
-      row = np.zeros(num_candidates, np.float32)
-      row[list(chosen)] = 1.0
-      rows.append(row)
-  return np.stack(rows)
+  empty = np.zeros((1, num_candidates), np.float32)
+  return np.concatenate([empty, claiming.subset_indicators(num_candidates, max_size)])
 
 
 def voted_links(voted_points: tf.Tensor, voted_valid: tf.Tensor, midrange: tf.Tensor,
