@@ -27,7 +27,7 @@ from experiments.presets import quickstart_config
 from kdc_tf.config import ExperimentConfig, apply_overrides
 from kdc_tf.losses import compute_losses
 from kdc_tf.modeling import build_kdc_model
-from kdc_tf.training.precision import dtype_policy
+from kdc_tf.training.precision import dtype_policy, with_loss_scaling
 
 FLAGS = flags.FLAGS
 
@@ -44,9 +44,8 @@ def _train_step(config: ExperimentConfig):
   config's training precision (bfloat16 and float32 steps compare: `train.precision=...`)."""
   with dtype_policy(config.train.precision):
     model = build_kdc_model(config.model, config.geometry)
-  optimizer = keras.optimizers.Adam(config.train.learning_rate)
-  if config.train.precision == "mixed_float16":
-    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  optimizer = with_loss_scaling(keras.optimizers.Adam(config.train.learning_rate),
+                                config.train.precision)
 
   @tf.function
   def step(images, targets):

@@ -38,6 +38,15 @@ def dtype_policy(name: str) -> Iterator[None]:
     keras.config.set_dtype_policy(previous)
 
 
+def with_loss_scaling(optimizer: keras.optimizers.Optimizer,
+                      precision: str) -> keras.optimizers.Optimizer:
+  """`optimizer` with dynamic loss scaling under mixed_float16 (float16's range needs it;
+  float32 and bfloat16 do not), else unchanged."""
+  if precision == "mixed_float16":
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
 def cpu_flags(cpuinfo_path: str = _CPUINFO) -> frozenset:
   """The instruction-set flags of the first CPU in /proc/cpuinfo (empty where unreadable)."""
   try:

@@ -34,7 +34,7 @@ from kdc_tf.config import ExperimentConfig, load_config, save_config
 from kdc_tf.losses import LOSS_TERMS, compute_losses
 from kdc_tf.modeling import build_kdc_model
 from kdc_tf.training.batch_norm import reestimate_batch_norm
-from kdc_tf.training.precision import dtype_policy
+from kdc_tf.training.precision import dtype_policy, with_loss_scaling
 from kdc_tf.visualization.summaries import summary_images
 
 _MAX_SUMMARY_IMAGES = 2
@@ -145,8 +145,7 @@ class Trainer:
       optimizer = keras.optimizers.Adam(learning_rate=train.learning_rate,
                                         use_ema=train.ema_momentum > 0,
                                         ema_momentum=train.ema_momentum)
-      if train.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+      optimizer = with_loss_scaling(optimizer, train.precision)
       # Built now so that restoring fills its slots instead of deferring them.
       optimizer.build(self.model.trainable_variables)
       self.optimizer = optimizer
