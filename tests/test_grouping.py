@@ -1139,6 +1139,25 @@ def test_voted_keypoints_link_into_the_labelled_pieces_of_each_person():
   assert len(expected) > 2  # the unlabelled keypoints did cut a person
 
 
+def test_piece_labels_take_as_many_rounds_as_the_skeleton_is_wide():
+  """The label propagation runs one round per edge of the skeleton's longest path (8 for COCO
+  and CrowdPose: ankle to ankle), enough for a whole person's piece; a chain of 5 types needs 4."""
+  def directed(edges):
+    edges = np.asarray(edges, np.int32)
+    return np.concatenate([edges, edges[:, ::-1]])
+
+  assert pieces.skeleton_diameter(directed(COCO.edges), COCO.num_keypoints) == 8
+  assert pieces.skeleton_diameter(directed(CROWDPOSE.edges), CROWDPOSE.num_keypoints) == 8
+  chain = directed([(0, 1), (1, 2), (2, 3), (3, 4)])
+  assert pieces.skeleton_diameter(chain, 5) == 4
+  # One voted keypoint per type, linked along the chain: all 5 share the label of node 0 only
+  # after 4 rounds (node 4 is 4 links from node 0).
+  links = np.zeros((chain.shape[0], 1, 1), bool)
+  links[:4] = True  # the forward edges
+  labels = pieces.piece_labels(tf.constant(links), chain, 5).numpy()
+  assert labels.tolist() == [[0, 0, 0, 0, 0]]
+
+
 def test_a_person_is_rebuilt_from_the_pieces_that_bring_its_mean_onto_its_identity():
   """Person 0 (identity (100, 100)) holds its own piece A (types 0, 1, on its mask) and a wrong
   type 4 on the occluder's mask; its occluded piece B (types 2, 3) and the decoy piece C (same

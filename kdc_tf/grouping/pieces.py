@@ -69,19 +69,32 @@ def voted_links(voted_points: tf.Tensor, voted_valid: tf.Tensor, midrange: tf.Te
           & tf.gather(valid_by_type, directed_edges[:, 1])[:, None])
 
 
+def skeleton_diameter(directed_edges: np.ndarray, num_types: int) -> int:
+  """The most edges on a path between two keypoint types of the skeleton tree (8 for COCO's and
+  CrowdPose's)."""
+  hops = np.full((num_types, num_types), num_types, np.int64)
+  np.fill_diagonal(hops, 0)
+  hops[directed_edges[:, 0], directed_edges[:, 1]] = 1
+  hops[directed_edges[:, 1], directed_edges[:, 0]] = 1
+  for middle in range(num_types):  # Floyd-Warshall
+    hops = np.minimum(hops, hops[:, middle:middle + 1] + hops[middle:middle + 1])
+  return int(hops.max())
+
+
 def piece_labels(links: tf.Tensor, directed_edges: np.ndarray, num_types: int) -> tf.Tensor:
   """int32 `[M, K]`: per voted keypoint the smallest node index `m * K + k` of its piece (the
   connected component of `links`, `voted_links`).
 
   Label propagation along the links of each edge, both ways (`[E, M, M]` per round; a dense
-  `[K M, K M]` adjacency cost 3.6 ms per call at 401, this 0.4 - 0.6 ms).
+  `[K M, K M]` adjacency cost 3.6 ms per call at 401, this 0.4 - 0.6 ms), one round per edge of
+  the skeleton's diameter (8 for COCO, not K - 1 = 16: half the compiled ops).
   """
   _, slots, _ = links.shape
   nodes = slots * num_types
   by_type = tf.transpose(tf.reshape(tf.range(nodes), [slots, num_types]))  # [K, M]
   segments = np.concatenate([directed_edges[:, 0], directed_edges[:, 1]])
-  # A piece is a subtree of the skeleton: at most K - 1 steps across.
-  for _ in range(num_types - 1):
+  # A piece is a subtree of the skeleton: at most the skeleton's diameter steps across.
+  for _ in range(skeleton_diameter(directed_edges, num_types)):
     target_labels = tf.gather(by_type, directed_edges[:, 1])  # [E, M]
     source_labels = tf.gather(by_type, directed_edges[:, 0])
     from_targets = tf.reduce_min(tf.where(links, target_labels[:, None, :], nodes), axis=2)
