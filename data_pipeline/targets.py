@@ -20,7 +20,8 @@ Choices the tables leave open, fixed here:
 
 from __future__ import annotations
 
-from typing import Dict
+import functools
+from typing import Callable, Dict
 
 import tensorflow as tf
 from absl import logging
@@ -152,6 +153,44 @@ def _segmentation_targets(masks: tf.Tensor, xy: tf.Tensor, labelled: tf.Tensor,
   }
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled_encoder(geometry: Geometry, config: EncoderConfig) -> Callable[..., Dict[str, tf.Tensor]]:
+  """The encoder's arithmetic as one XLA-compiled function (one compilation per person count).
+
+  Fused by XLA, the [P, G, G, K] distances, arg-reductions and gathers cost a sixth of the CPU
+  time of the op-by-op graph, with identical targets (docs/pipeline.md); the input pipeline
+  runs beside the training step on the same cores, so its CPU time slows training.
+  """
+  num_keypoints = geometry.spec.num_keypoints
+  size = geometry.mask_grid_size
+
+  @tf.function(jit_compile=True, input_signature=[
+      tf.TensorSpec([None, num_keypoints, 3], tf.float32),
+      tf.TensorSpec([None, size, size], tf.float32),
+      tf.TensorSpec([size, size], tf.float32),
+      tf.TensorSpec([size, size], tf.bool),
+      tf.TensorSpec([], tf.bool)])
+  def encode(keypoints, masks, crowd, dropped, has_masks):
+    keypoints, masks = _append_sentinel(keypoints, masks)
+    xy = keypoints[..., :2]
+    labelled = keypoints[..., 2] > 0
+
+    # Ignore regions (mask grid): crowd, masks of people with nothing labelled, dropped people.
+    unlabelled_people = tf.cast(~tf.reduce_any(labelled, axis=1), tf.float32)
+    unlabelled_area = tf.reduce_max(masks * unlabelled_people[:, tf.newaxis, tf.newaxis], axis=0)
+    dropped = tf.cast(dropped, tf.float32)
+    keypoint_ignore = tf.maximum(tf.maximum(crowd, dropped), unlabelled_area)
+    step = geometry.output_stride // MASK_STRIDE
+    keypoint_weight = (1.0 - keypoint_ignore[::step, ::step])[..., tf.newaxis]
+
+    targets = _keypoint_targets(xy, labelled, keypoint_weight, geometry)
+    valid = (1.0 - crowd) * (1.0 - dropped)
+    targets.update(_segmentation_targets(masks, xy, labelled, valid, has_masks, geometry, config))
+    return targets
+
+  return encode
+
+
 def encode_targets(augmented: dict, geometry: Geometry,
                    config: EncoderConfig = EncoderConfig()) -> Dict[str, tf.Tensor]:
   """One augmented example -> the targets of ARCHITECTURE.md section 3 (unbatched).
@@ -164,20 +203,5 @@ def encode_targets(augmented: dict, geometry: Geometry,
   masks = tf.cast(augmented["instance_masks"] > 0, tf.float32)
   crowd = tf.cast(augmented["crowd_mask"] > 0, tf.float32)
   keypoints, masks, dropped = _cap_people(keypoints, masks, config.max_people)
-  keypoints, masks = _append_sentinel(keypoints, masks)
-  xy = keypoints[..., :2]
-  labelled = keypoints[..., 2] > 0
-
-  # Ignore regions (mask grid): crowd, masks of people with nothing labelled, dropped people.
-  unlabelled_people = tf.cast(~tf.reduce_any(labelled, axis=1), tf.float32)
-  unlabelled_area = tf.reduce_max(masks * unlabelled_people[:, tf.newaxis, tf.newaxis], axis=0)
-  dropped = tf.cast(dropped, tf.float32)
-  keypoint_ignore = tf.maximum(tf.maximum(crowd, dropped), unlabelled_area)
-  step = geometry.output_stride // MASK_STRIDE
-  keypoint_weight = (1.0 - keypoint_ignore[::step, ::step])[..., tf.newaxis]
-
-  targets = _keypoint_targets(xy, labelled, keypoint_weight, geometry)
-  valid = (1.0 - crowd) * (1.0 - dropped)
-  targets.update(_segmentation_targets(
-      masks, xy, labelled, valid, augmented["has_masks"], geometry, config))
-  return targets
+  return _compiled_encoder(geometry, config)(
+      keypoints, masks, crowd, dropped, tf.cast(augmented["has_masks"], tf.bool))
