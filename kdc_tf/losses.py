@@ -76,7 +76,9 @@ def membership_loss(instance_ids: tf.Tensor, predicted_offset: tf.Tensor,
   """Per-example MaskCentroid membership BCE (eq. 7, module docstring). [B].
 
   `instance_ids` int32 [B, M, M]; offsets float32 [B, M, M, 2]; `offset_weight` [B, M, M, 1].
-  Vectorised over people with segment ops on `max_people` segments per example.
+  Vectorised over people with segment ops, one segment per instance id present in the batch
+  (at most `max_people`): the [B, N, people] BCE is the loss's largest tensor, and at 64 slots for
+  a handful of people it was 60 % of the losses' time (docs/learning.md).
   """
   check_centroid_mode(centroid_mode)
   batch = tf.shape(instance_ids)[0]
@@ -87,18 +89,19 @@ def membership_loss(instance_ids: tf.Tensor, predicted_offset: tf.Tensor,
   embeddings = positions + tf.reshape(predicted_offset, [batch, -1, 2])  # [B, N, 2]
   member = (ids > 0) & (ids <= max_people) & (tf.reshape(offset_weight, [batch, -1]) > 0)
   member_f = tf.cast(member, tf.float32)
+  slots = tf.clip_by_value(tf.reduce_max(ids), 1, max_people)  # instance ids 1..slots occur
 
-  # Segment b * max_people + j for pixel of instance j of example b; the rest go to a spare one.
-  spare = batch * max_people
-  segments = tf.where(member, ids - 1 + tf.range(batch)[:, tf.newaxis] * max_people, spare)
+  # Segment b * slots + j for pixel of instance j of example b; the rest go to a spare one.
+  spare = batch * slots
+  segments = tf.where(member, ids - 1 + tf.range(batch)[:, tf.newaxis] * slots, spare)
   if centroid_mode == "dynamic":
     centre_source = embeddings
   else:
     centre_source = positions + tf.reshape(target_offset, [batch, -1, 2])
   sums = tf.math.unsorted_segment_sum(centre_source, segments, spare + 1)[:-1]
   counts = tf.math.unsorted_segment_sum(member_f, segments, spare + 1)[:-1]
-  sums = tf.reshape(sums, [batch, max_people, 2])
-  counts = tf.reshape(counts, [batch, max_people])
+  sums = tf.reshape(sums, [batch, slots, 2])
+  counts = tf.reshape(counts, [batch, slots])
   present = counts > 0
   centres = tf.math.divide_no_nan(sums, counts[..., tf.newaxis])  # [B, P, 2]
   # 2 sigma_j^2 with sigma_j = membership_sigma * sqrt(area_j), area_j in input pixels^2.
@@ -108,7 +111,7 @@ def membership_loss(instance_ids: tf.Tensor, predicted_offset: tf.Tensor,
   distance_sq = tf.reduce_sum(
       tf.square(embeddings[:, :, tf.newaxis, :] - centres[:, tf.newaxis, :, :]), axis=-1)
   exponent = distance_sq / two_sigma_sq[:, tf.newaxis, :]  # -log phi, [B, N, P]
-  labels = tf.one_hot(ids - 1, max_people, dtype=tf.float32)  # all zero for id <= 0
+  labels = tf.one_hot(ids - 1, slots, dtype=tf.float32)  # all zero for id <= 0 or > slots
   # BCE(phi, y) = y * (-log phi) + (1 - y) * (-log(1 - phi)), with 1 - phi = -expm1(-exponent).
   negative = -tf.math.log(-tf.math.expm1(-tf.maximum(exponent, _MEMBERSHIP_EPSILON)))
   bce = labels * exponent + (1.0 - labels) * negative
