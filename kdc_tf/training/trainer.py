@@ -7,7 +7,9 @@ scaling under float16 mixed precision) and the step counter in its model_dir, th
 for every loss term and image summaries, absl logging of progress and speed. A non-finite loss
 stops training before anything is saved, and a checkpoint is written only if its weights are
 finite and give a finite loss on the current batch (an absurd learning rate makes weights finite
-but huge, and the next step NaN), so the last checkpoint is always a usable one. Before the last
+but huge, and the next step NaN), so the last checkpoint is always a usable one. Non-finite
+gradients stop training too (outside float16's loss scaling, which skips them by design): fused
+ReLUs map NaN to 0, so a NaN input can leave the loss finite and the gradients not. Before the last
 checkpoint, the weights become their exponential moving average if `train.ema_momentum` > 0, and
 the moving statistics of the trained batch-norm layers are re-estimated with the final weights
 (`train.batch_norm_reestimation_batches`, `kdc_tf.training.batch_norm`). On resume the
@@ -38,6 +40,8 @@ from kdc_tf.training.precision import dtype_policy, with_loss_scaling
 from kdc_tf.visualization.summaries import summary_images
 
 _MAX_SUMMARY_IMAGES = 2
+# The train step's count of non-finite gradient values, returned beside the loss terms.
+_NON_FINITE_GRADIENTS = "non_finite_gradients"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -201,6 +205,7 @@ class Trainer:
   def _train_step_fn(self):
     model, optimizer, config = self.model, self.optimizer, self.config
     global_batch = config.train.batch_size
+    count_non_finite = config.train.precision != "mixed_float16"
 
     def replica_step(images, targets):
       with tf.GradientTape() as tape:
@@ -209,7 +214,9 @@ class Trainer:
         scaled = optimizer.scale_loss(losses["total"])
       gradients = tape.gradient(scaled, model.trainable_variables)
       optimizer.apply(gradients, model.trainable_variables)
-      return losses
+      non_finite = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32))
+                             for g in gradients if g is not None and count_non_finite] + [0.0])
+      return {**losses, _NON_FINITE_GRADIENTS: non_finite}
 
     def train_step(batch):
       per_replica = self.strategy.run(replica_step, args=batch)
@@ -288,16 +295,18 @@ class Trainer:
       while step < train.total_steps:
         batch = next(iterator)
         losses = {k: float(v) for k, v in train_step(batch).items()}
+        non_finite_gradients = losses.pop(_NON_FINITE_GRADIENTS)
         step += 1
         if first_step_start is not None:
           logging.info("First step done in %.1f s (input pipeline start-up and compilation)",
                        time.perf_counter() - first_step_start)
           first_step_start = None
           progress, interval = _Meter(), _Meter()  # Speeds exclude the compilation.
-        if not np.isfinite(losses["total"]):
+        if not np.isfinite(losses["total"]) or non_finite_gradients:
           raise NonFiniteLossError(
-              f"loss became {losses['total']} at step {step} ({losses}); training stopped, "
-              f"nothing saved after it. The last checkpoint with finite weights is "
+              f"loss became {losses['total']} with {non_finite_gradients:.0f} non-finite "
+              f"gradient values at step {step} ({losses}); training stopped, nothing saved "
+              f"after it. The last checkpoint with finite weights is "
               f"{self.manager.latest_checkpoint}")
         progress.add(losses)
         interval.add(losses)
