@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from kdc_tf.geometry import MASK_STRIDE, Geometry
+from kdc_tf.modeling.batch_norm import FusedBatchNormalization
 from kdc_tf.modeling.config import ModelConfig
 
 _BN_EPSILON = 1e-3
@@ -68,7 +69,7 @@ def _conv_bn_relu(x, filters: int, kernel_size: int, name: str, separable: bool 
   """Conv (depthwise-separable if `separable` and wider than 1x1), batch norm, ReLU."""
   conv = (keras.layers.SeparableConv2D if separable and kernel_size > 1 else keras.layers.Conv2D)
   x = conv(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv")(x)
-  x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
+  x = FusedBatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
   return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 

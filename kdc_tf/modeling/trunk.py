@@ -19,6 +19,7 @@ import keras
 from absl import logging
 
 from kdc_tf.geometry import Geometry
+from kdc_tf.modeling.batch_norm import FusedBatchNormalization
 from kdc_tf.modeling.config import TRUNK_DEPTHS, ModelConfig
 
 # keras.applications ResNet v1 conventions.
@@ -43,18 +44,18 @@ def _bottleneck(x, filters: int, stride: int, dilation: int, conv_shortcut: bool
   if conv_shortcut:
     shortcut = keras.layers.Conv2D(_EXPANSION * filters, 1, strides=stride,
                                    name=f"{name}_0_conv")(x)
-    shortcut = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_0_bn")(shortcut)
+    shortcut = FusedBatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_0_bn")(shortcut)
   else:
     shortcut = x
   x = keras.layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
-  x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_1_bn")(x)
+  x = FusedBatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_1_bn")(x)
   x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
   x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation,
                           name=f"{name}_2_conv")(x)
-  x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_2_bn")(x)
+  x = FusedBatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_2_bn")(x)
   x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
   x = keras.layers.Conv2D(_EXPANSION * filters, 1, name=f"{name}_3_conv")(x)
-  x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_3_bn")(x)
+  x = FusedBatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_3_bn")(x)
   x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
   return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -95,7 +96,7 @@ def build_trunk(config: ModelConfig, geometry: Geometry) -> keras.Model:
   x = CaffePreprocess(name="preprocess", dtype="float32")(inputs)
   x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
   x = keras.layers.Conv2D(width, 7, strides=2, name="conv1_conv")(x)
-  x = keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name="conv1_bn")(x)
+  x = FusedBatchNormalization(epsilon=_BN_EPSILON, name="conv1_bn")(x)
   x = keras.layers.Activation("relu", name="conv1_relu")(x)
   x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
   x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
