@@ -154,7 +154,8 @@ def _segmentation_targets(masks: tf.Tensor, xy: tf.Tensor, labelled: tf.Tensor,
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_encoder(geometry: Geometry, config: EncoderConfig) -> Callable[..., Dict[str, tf.Tensor]]:
+def _compiled_encoder(geometry: Geometry,
+                      config: EncoderConfig) -> Callable[..., Dict[str, tf.Tensor]]:
   """The encoder's arithmetic as one XLA-compiled function (one compilation per person count).
 
   Fused by XLA, the [P, G, G, K] distances, arg-reductions and gathers cost a sixth of the CPU

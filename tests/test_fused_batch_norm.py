@@ -1,4 +1,4 @@
-"""FusedBatchNormalization computes what keras.layers.BatchNormalization does, on the fused kernel."""
+"""FusedBatchNormalization computes what keras.layers.BatchNormalization does, on one kernel."""
 
 import keras
 import numpy as np

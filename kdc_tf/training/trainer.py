@@ -205,7 +205,8 @@ class Trainer:
   def _train_step_fn(self):
     model, optimizer, config = self.model, self.optimizer, self.config
     global_batch = config.train.batch_size
-    count_non_finite = config.train.precision != "mixed_float16"
+    # Loss scaling skips a step with non-finite gradients by design (and lowers the scale).
+    count_non_finite = not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     def replica_step(images, targets):
       with tf.GradientTape() as tape:
