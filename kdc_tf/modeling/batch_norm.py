@@ -2,7 +2,7 @@
 
 Keras 3's `BatchNormalization` builds the batch moments and the normalisation from generic ops, and
 their gradients op by op: on the quick start's network that was 40 % of a training step's CPU time
-(docs/learning.md, 'Fused batch norm'). `FusedBatchNormalization` keeps the layer's weights,
+(docs/learning.md, 'A cheaper step'). `FusedBatchNormalization` keeps the layer's weights,
 arguments, momentum update and inference formula, and computes NHWC inputs with
 `FusedBatchNormV3` (forward and gradient one kernel each, oneDNN on CPUs, cuDNN on GPUs). Other
 cases (masks, renorm, another axis or rank) fall back to Keras' computation.

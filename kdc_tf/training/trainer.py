@@ -215,8 +215,10 @@ class Trainer:
         scaled = optimizer.scale_loss(losses["total"])
       gradients = tape.gradient(scaled, model.trainable_variables)
       optimizer.apply(gradients, model.trainable_variables)
-      non_finite = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32))
-                             for g in gradients if g is not None and count_non_finite] + [0.0])
+      non_finite = tf.constant(0.0)
+      if count_non_finite:
+        non_finite = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32))
+                               for g in gradients if g is not None])
       return {**losses, _NON_FINITE_GRADIENTS: non_finite}
 
     def train_step(batch):
