@@ -33,7 +33,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
-from kdc_tf.grouping import merging, sampling
+from kdc_tf.grouping import distances, merging, sampling
 
 # A keypoint embeds onto an identity when at least this fraction of the bilinear weight of its
 # on-mask grid corners embeds within the identity tolerance of it.
@@ -75,7 +75,7 @@ def agrees(embeddings: tf.Tensor, weights: tf.Tensor, identity: tf.Tensor,
            tolerance: tf.Tensor | float) -> tf.Tensor:
   """bool: at least `AGREEMENT` of the on-mask corner weight embeds within `tolerance` of
   `identity` (`[..., 2]`, broadcast against the keypoints' leading dimensions)."""
-  close = tf.cast(tf.reduce_sum(tf.square(embeddings - identity[..., None, :]), axis=-1)
+  close = tf.cast(distances.squared_distance(embeddings, identity[..., None, :])
                   <= tf.square(tolerance), tf.float32)
   mass = tf.reduce_sum(weights, axis=-1)
   return (mass > 0.0) & (tf.reduce_sum(close * weights, axis=-1) >= AGREEMENT * mass)
@@ -105,7 +105,7 @@ def claim_keypoints(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
   """
   people = tf.range(scores.shape[0])
   near_other = tf.reduce_any(
-      (tf.reduce_sum(tf.square(identity[:, None] - identity[None]), axis=-1)
+      (distances.squared_distance(identity[:, None], identity[None])
        <= tf.square(tolerance)) & (has_identity & valid)[None]
       & tf.not_equal(people[:, None], people[None]), axis=1)
   claims = has_identity & valid & ~near_other & exact  # [N]
@@ -149,7 +149,7 @@ def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   added = tf.reduce_sum(use_weight, axis=-1)  # [N, P]
   sums = tf.einsum("npk,pkc->npc", use_weight, pool_keypoints)
   union = (total[:, None] + sums) / tf.maximum(count[:, None] + added, 1.0)[..., None]
-  gaps = tf.reduce_sum(tf.square(union - identity[:, None]), axis=-1)  # [N, P]
+  gaps = distances.squared_distance(union, identity[:, None])  # [N, P]
   fits = (added > 0.0) & (gaps <= squared_tolerance) & eligible[:, None]
   costs = tf.where(fits, gaps, float("inf"))
   best = tf.argmin(costs, axis=1, output_type=tf.int32)
@@ -169,7 +169,7 @@ def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   pair_union = ((total[:, None, None] + walk_sums[:, :, None] + walk_sums[:, None])
                 / tf.maximum(count[:, None, None] + walk_added[:, :, None] + walk_added[:, None],
                              1.0)[..., None])
-  pair_gaps = tf.reduce_sum(tf.square(pair_union - identity[:, None, None]), axis=-1)
+  pair_gaps = distances.squared_distance(pair_union, identity[:, None, None])
   pair_fits = ((common == 0.0) & tf.math.is_finite(closest.values)[:, :, None]
                & tf.math.is_finite(closest.values)[:, None]
                & (pair_gaps <= squared_tolerance) & (eligible & ~found)[:, None, None])  # [N, M, M]
@@ -197,7 +197,7 @@ def _vote_rule_inputs(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
   whole = merging.is_whole(keypoints, confident, identity, has_identity,
                            merging.WHOLE_FRACTION * tolerance)
   eligible = has_identity & valid & ~whole & (count > 0.0) & exact
-  distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
+  distance = distances.squared_distance(keypoints[:, None], voted_points[None])  # [N, M, K]
   held = tf.reduce_any((confident & whole[:, None])[:, None] & (distance <= HELD_DISTANCE ** 2),
                        axis=0)
   free = (voted_scores > keypoint_threshold) & ~held
@@ -221,7 +221,7 @@ def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   confident, count, total, eligible, free = _vote_rule_inputs(
       keypoints, scores, valid, identity, has_identity, voted_points, voted_scores,
       keypoint_threshold, tolerance, exact)
-  to_identity = tf.reduce_sum(tf.square(voted_points[None] - identity[:, None, None]), axis=-1)
+  to_identity = distances.squared_distance(voted_points[None], identity[:, None, None])
   nearest = tf.argmin(tf.where(free[None], to_identity, float("inf")), axis=1,
                       output_type=tf.int32)  # [N, K]
   available = ~confident & tf.reduce_any(free, axis=0)[None]  # [N, K]
@@ -232,7 +232,7 @@ def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
                               transpose_b=True) == 0.0  # [N, S]
   sums = tf.einsum("sk,nkc->nsc", subsets, points * tf.cast(available, tf.float32)[..., None])
   means = (total[:, None] + sums) / (count[:, None] + tf.reduce_sum(subsets, axis=1))[..., None]
-  gaps = tf.reduce_sum(tf.square(means - identity[:, None]), axis=-1)  # [N, S]
+  gaps = distances.squared_distance(means, identity[:, None])  # [N, S]
   fits = feasible & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)) & eligible[:, None]
   costs = tf.where(fits, gaps, float("inf"))
   best = tf.argmin(costs, axis=1, output_type=tf.int32)
@@ -257,7 +257,7 @@ def swap_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
       keypoint_threshold, tolerance, exact)
   means = ((total[:, None, None] - keypoints[:, None] + voted_points[None])
            / tf.maximum(count, 1.0)[:, None, None, None])  # [N, M, K, 2]
-  gaps = tf.reduce_sum(tf.square(means - identity[:, None, None]), axis=-1)  # [N, M, K]
+  gaps = distances.squared_distance(means, identity[:, None, None])  # [N, M, K]
   fits = (free[None] & confident[:, None] & eligible[:, None, None]
           & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)))
   costs = tf.reshape(tf.where(fits, gaps, float("inf")), [scores.shape[0], -1])

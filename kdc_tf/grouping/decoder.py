@@ -280,14 +280,18 @@ class Grouper(tf.Module):
                     radius=config.nms_radius,
                     tolerance=merging.identity_tolerance(noise, config.nms_radius))
     exact = noise <= merging.EXACT_EMBEDDING_NOISE
+    people = (xy, point_scores, valid)
+    identity, has_identity = merging.identities(*people, seg, mask_offset, **settings)
     if config.merge_fragments:
-      xy, point_scores, valid = merging.merge_fragments(xy, point_scores, valid, seg, mask_offset,
-                                                        exact=exact, **settings)
-      xy, point_scores, valid = merging.complete_people(xy, point_scores, valid, seg, mask_offset,
-                                                        exact=exact, **settings)
-    identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
-                                                **settings)
-    if config.merge_fragments:
+      # Each step takes the identities of the people it starts from; they are recomputed only
+      # where the step changed someone (`merging.identities_if_changed`).
+      for step in (merging.merge_fragments, merging.complete_people):
+        changed = step(*people, seg, mask_offset, exact=exact,
+                       people_identities=(identity, has_identity), **settings)
+        identity, has_identity = merging.identities_if_changed(
+            people, changed, (identity, has_identity), seg, mask_offset, **settings)
+        people = changed
+      xy, point_scores, valid = people
       # The walks of the `CLAIM_POOL` x output slots candidates with the most evidence, their
       # keypoints scored like people's (`claiming`).
       _, best = tf.math.top_k(tf.reduce_sum(keypoint_scores, axis=1),
@@ -317,8 +321,9 @@ class Grouper(tf.Module):
       xy, point_scores = tf.cond(exact & tf.reduce_any(not_whole), lambda: self._from_pieces(
           xy, point_scores, valid, identity, has_identity, voted, midrange, seg, mask_offset,
           claim), lambda: (xy, point_scores))
-      identity, has_identity = merging.identities(xy, point_scores, valid, seg, mask_offset,
-                                                  **settings)
+      identity, has_identity = merging.identities_if_changed(
+          people, (xy, point_scores, valid), (identity, has_identity), seg, mask_offset,
+          **settings)
     centres = masks.keypoint_centroids(xy, point_scores, config.centroid_keypoint_threshold)
     # Where the embeddings are exact, a person's mask centre is where its keypoints' embeddings
     # point, which holds for a fragment too; the keypoint mean is off it for a fragment.

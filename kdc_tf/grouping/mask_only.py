@@ -37,7 +37,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from kdc_tf import geometry
-from kdc_tf.grouping import gaussian, masks, peaks, sampling
+from kdc_tf.grouping import distances, gaussian, masks, peaks, sampling
 
 # Smoothing of the embedding density, in mask-grid cells.
 DENSITY_SIGMA = 1.0
@@ -93,7 +93,7 @@ def _owning_people(membership: tf.Tensor, valid: tf.Tensor, centres: tf.Tensor,
   counts = tf.reduce_sum(members, axis=1)
   person_centres = tf.linalg.matmul(members, embeddings) / tf.maximum(counts, 1.0)[:, None]
   sigma_squared = tf.square(membership_sigma) * counts * float(mask_stride * mask_stride)
-  squared = tf.reduce_sum(tf.square(centres[:, None] - person_centres[None]), axis=-1)  # [C, N]
+  squared = distances.squared_distance(centres[:, None], person_centres[None])  # [C, N]
   squared = tf.where((valid & (counts > 0))[None], squared, 1e30)
   owner = tf.argmin(squared, axis=1, output_type=tf.int32)
   reach = tf.square(OWNER_SIGMAS) * tf.gather(sigma_squared, owner)

@@ -39,7 +39,7 @@ from typing import NamedTuple, Union
 import tensorflow as tf
 
 from kdc_tf import geometry
-from kdc_tf.grouping import gaussian
+from kdc_tf.grouping import distances, gaussian
 
 # Membership threshold of the final, resampled instance maps.
 MASK_THRESHOLD = 0.5
@@ -73,7 +73,7 @@ def mask_owners(centres: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor) -> tf.T
     centres: float32 `[N, 2]`; scores: float32 `[N]`; valid: bool `[N]`.
   """
   people = tf.range(centres.shape[0])
-  same = (tf.reduce_sum(tf.square(centres[:, None] - centres[None]), axis=-1)
+  same = (distances.squared_distance(centres[:, None], centres[None])
           <= SAME_CENTRE_PX ** 2) & valid[:, None] & valid[None]
   ahead = (scores[:, None] > scores[None]) | (
       (scores[:, None] == scores[None]) & (people[:, None] < people[None]))  # [i, j]: i before j

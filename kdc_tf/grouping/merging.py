@@ -32,7 +32,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 from kdc_tf import geometry
-from kdc_tf.grouping import sampling
+from kdc_tf.grouping import distances, sampling
 
 # Two embeddings, or two identities, within this many input pixels, plus `TOLERANCE_NOISE` times
 # the field's `embedding_noise` (0 on perfect maps, 3 - 6 px on the quick-start model's), are the
@@ -93,7 +93,7 @@ def _shared_keypoints(keypoints: tf.Tensor, confident: tf.Tensor, radius: float
   """bool `[N, N, K]` each: `both` confident, `apart` (further than `radius`), and `shared` (both
   confident at the same place: a keypoint shared by two decoded people)."""
   people = tf.range(confident.shape[0])
-  apart = tf.reduce_sum(tf.square(keypoints[:, None] - keypoints[None]), axis=-1) > radius * radius
+  apart = distances.squared_distance(keypoints[:, None], keypoints[None]) > radius * radius
   both = confident[:, None] & confident[None]
   shared = both & ~apart & tf.not_equal(people[:, None], people[None])[..., None]
   return both, apart, shared
@@ -131,7 +131,7 @@ def identities(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: t
   weights = tf.where(usable, scores, 0.0)
   # [N, 4K, K, 4]: does point (k, c) embed within `tolerance` of point (k', c')?
   candidates = tf.reshape(embeddings, [num_people, 4 * num_types, 1, 1, 2])
-  close = (tf.reduce_sum(tf.square(candidates - embeddings[:, None]), axis=-1)
+  close = (distances.squared_distance(candidates, embeddings[:, None])
            <= tf.square(tolerance)) & on_mask[:, None]
   # The embedding most of the person's keypoints agree with (score-weighted), then the mean of
   # those that agree with it: an occluded keypoint lies on the occluder's mask and points to the
@@ -152,11 +152,27 @@ def identities(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: t
   return identity, total > 0.0
 
 
+def identities_if_changed(before: Tuple[tf.Tensor, tf.Tensor, tf.Tensor],
+                          after: Tuple[tf.Tensor, tf.Tensor, tf.Tensor],
+                          before_identities: Tuple[tf.Tensor, tf.Tensor], seg: tf.Tensor,
+                          mask_offset: tf.Tensor, **settings) -> Tuple[tf.Tensor, tf.Tensor]:
+  """`identities` of the people `after` = `(keypoints, scores, valid)`: those of `before`
+  (`before_identities`) when no value changed, else computed (under `tf.cond`: a step that
+  changes nobody, as merging and completion on most images, costs no second computation).
+  `settings` as for `identities`."""
+  changed = tf.reduce_any([tf.reduce_any(tf.not_equal(old, new))
+                          for old, new in zip(before, after)])
+  return tf.cond(changed, lambda: identities(*after, seg, mask_offset, **settings),
+                 lambda: tuple(before_identities))
+
+
 def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: tf.Tensor,
                     mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
                     keypoint_threshold: float, radius: float,
                     tolerance: Optional[tf.Tensor | float] = None,
-                    exact: tf.Tensor | bool = False) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                    exact: tf.Tensor | bool = False,
+                    people_identities: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Merges fragments into the person they belong to; survivors keep their order, first.
 
   Args:
@@ -172,6 +188,7 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
     exact: the embeddings are exact (`EXACT_EMBEDDING_NOISE`): neither a person decoded whole
       (its keypoint mean at its identity) nor a piece whose identity is a whole person's (its
       keypoints are hidden behind that person, like other people's) merges.
+    people_identities: the people's `identities` with these settings, when already computed.
 
   Returns:
     `(keypoints, scores, valid)` of the same shapes.
@@ -181,14 +198,14 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   tolerance = radius if tolerance is None else tolerance
   confident = (scores > keypoint_threshold) & valid[:, None]
   both, apart, shared = _shared_keypoints(keypoints, confident, radius)
-  identity, has_identity = identities(
+  identity, has_identity = people_identities or identities(
       keypoints, scores, valid, seg, mask_offset, mask_stride=mask_stride,
       seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
       tolerance=tolerance)
 
   # Pairs [a, b]: may b (later) merge into a (earlier)? Not if a type is confident in both at
   # different places, unless one of the two is shared with a third person.
-  close = (tf.reduce_sum(tf.square(identity[:, None] - identity[None]), axis=-1)
+  close = (distances.squared_distance(identity[:, None], identity[None])
            <= tf.square(tolerance))
   shared_with_any = tf.reduce_any(shared, axis=0)  # [N, K]
   conflict = tf.reduce_any(both & apart & ~shared_with_any[:, None] & ~shared_with_any[None],
@@ -242,7 +259,7 @@ def is_whole(keypoints: tf.Tensor, confident: tf.Tensor, identity: tf.Tensor,
   """bool `[N]`: the mean of the person's confident keypoints lies within `tolerance` of its
   identity, where its embeddings point (DM_c): nothing of it is missing."""
   count, total = keypoint_sums(keypoints, confident)
-  gap = tf.reduce_sum(tf.square(total / tf.maximum(count, 1.0)[:, None] - identity), axis=-1)
+  gap = distances.squared_distance(total / tf.maximum(count, 1.0)[:, None], identity)
   return has_identity & (count > 0.0) & (gap <= tf.square(tolerance))
 
 
@@ -258,7 +275,9 @@ def _first_min_one_hot(costs: tf.Tensor, axis: int) -> tf.Tensor:
 def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: tf.Tensor,
                     mask_offset: tf.Tensor, *, mask_stride: int, seg_threshold: float,
                     keypoint_threshold: float, radius: float, tolerance: tf.Tensor | float,
-                    exact: tf.Tensor | bool) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                    exact: tf.Tensor | bool,
+                    people_identities: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+                    ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Gives each incomplete person the piece whose keypoints complete it; arguments and result as
   in `merge_fragments` (nothing changes unless `exact`).
 
@@ -274,7 +293,7 @@ def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   people = tf.range(num_people)
   squared_tolerance = tf.square(WHOLE_FRACTION * tolerance)
   confident = (scores > keypoint_threshold) & valid[:, None]
-  identity, has_identity = identities(
+  identity, has_identity = people_identities or identities(
       keypoints, scores, valid, seg, mask_offset, mask_stride=mask_stride,
       seg_threshold=seg_threshold, keypoint_threshold=keypoint_threshold, radius=radius,
       tolerance=tolerance)
@@ -283,7 +302,7 @@ def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   whole = is_whole(keypoints, confident, identity, has_identity, WHOLE_FRACTION * tolerance)
   union = ((total[:, None] + total[None])
            / tf.maximum(count[:, None] + count[None], 1.0)[..., None])  # [a, b, 2]
-  union_gap = tf.reduce_sum(tf.square(union - identity[:, None]), axis=-1)  # [a, b]
+  union_gap = distances.squared_distance(union, identity[:, None])  # [a, b]
   disjoint = ~tf.reduce_any(confident[:, None] & confident[None], axis=-1)
   fits = (exact & (has_identity & ~whole)[:, None] & ~whole[None] & (count > 0.0)[None]
           & disjoint & tf.not_equal(people[:, None], people[None])

@@ -20,7 +20,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
-from kdc_tf.grouping import claiming, merging
+from kdc_tf.grouping import claiming, distances, merging
 
 # A mid-range step lands on a voted keypoint when within this (input pixels).
 LINK_DISTANCE = 1.0
@@ -62,8 +62,8 @@ def voted_links(voted_points: tf.Tensor, voted_valid: tf.Tensor, midrange: tf.Te
   edges = tf.broadcast_to(tf.range(num_edges)[:, None], row.shape)
   steps = tf.gather_nd(flat, tf.stack([row * width + column, edges], axis=-1))  # [E, M, 2]
   landing = tf.cast(tf.stack([column, row], axis=-1), tf.float32) * float(stride) + steps
-  distance = tf.reduce_sum(tf.square(landing[:, :, None] - targets[:, None]), axis=-1)
-  moves = tf.reduce_sum(tf.square(steps), axis=-1) >= MIN_STEP * MIN_STEP
+  distance = distances.squared_distance(landing[:, :, None], targets[:, None])
+  moves = distances.squared_norm(steps) >= MIN_STEP * MIN_STEP
   return ((distance <= LINK_DISTANCE * LINK_DISTANCE)
           & (tf.gather(valid_by_type, directed_edges[:, 0]) & moves)[:, :, None]
           & tf.gather(valid_by_type, directed_edges[:, 1])[:, None])
@@ -141,7 +141,7 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
   piece_sums = tf.math.unsorted_segment_sum(node_points * node_weight, node_labels, nodes)
   piece_sizes = tf.reduce_sum(piece_types, axis=1)  # [V]
   # The person's own pieces: its confident keypoints on a voted keypoint that embed onto it.
-  distance = tf.reduce_sum(tf.square(keypoints[:, None] - voted_points[None]), axis=-1)  # [N, M, K]
+  distance = distances.squared_distance(keypoints[:, None], voted_points[None])  # [N, M, K]
   on_voted = tf.where(valid[:, None, None] & tf.reshape(node_valid, [slots, num_types])[None],
                       distance, float("inf"))
   nearest = tf.argmin(on_voted, axis=1, output_type=tf.int32)  # [N, K]
@@ -160,7 +160,7 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
   # Candidate pieces: type-disjoint from the person's own, nearest to its identity.
   overlap = tf.linalg.matmul(own_types, piece_types, transpose_b=True)  # [N, V]
   piece_means = piece_sums / tf.maximum(piece_sizes, 1.0)[:, None]
-  to_identity = tf.reduce_sum(tf.square(piece_means[None] - identity[:, None]), axis=-1)
+  to_identity = distances.squared_distance(piece_means[None], identity[:, None])
   usable = (overlap == 0.0) & (own_pieces == 0.0) & (piece_sizes > 0.0)[None]
   nearest_pieces = tf.math.top_k(-tf.where(usable, to_identity, float("inf")),
                                  k=min(CANDIDATE_PIECES, nodes))
@@ -173,8 +173,8 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
                                                                              candidates))
   sums = own_sums[:, None] + tf.einsum("nsr,nrc->nsc", chosen, tf.gather(piece_sums, candidates))
   sizes = own_sizes[:, None] + tf.einsum("nsr,nr->ns", chosen, tf.gather(piece_sizes, candidates))
-  gaps = tf.reduce_sum(tf.square(sums / tf.maximum(sizes, 1.0)[..., None] - identity[:, None]),
-                       axis=-1)  # [N, S]
+  gaps = distances.squared_distance(sums / tf.maximum(sizes, 1.0)[..., None],
+                                    identity[:, None])  # [N, S]
   fits = (complete & (tf.reduce_max(types, axis=2) <= 1.0) & eligible[:, None]
           & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)))
   costs = tf.where(fits, gaps, float("inf"))

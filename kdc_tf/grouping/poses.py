@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdc_tf.datasets import DatasetSpec
-from kdc_tf.grouping import sampling
+from kdc_tf.grouping import distances, sampling
 
 # KeyCentroid refinements of every keypoint reached along an edge (DESIGN.md).
 REFINE_STEPS = 2
@@ -152,9 +152,9 @@ def walk(seeds: tf.Tensor, seed_types: tf.Tensor, keycentroid: tf.Tensor, midran
     point = tf.clip_by_value(point, 0.0, limit)
     supported = tf.gather(found, source, batch_dims=1)
     if max_shift is not None:
-      shift = tf.reduce_sum(tf.square(point - reached), axis=-1)
-      length = tf.reduce_sum(tf.square(step_offset), axis=-1)
-      residual = tf.reduce_sum(tf.square(last_move), axis=-1)
+      shift = distances.squared_distance(point, reached)
+      length = distances.squared_norm(step_offset)
+      residual = distances.squared_norm(last_move)
       shift_limit = max_shift + SHIFT_NOISE * noise
       residual_limit = RESIDUAL_FRACTION * max_shift + RESIDUAL_NOISE * noise
       supported &= ((shift <= shift_limit * shift_limit) & (length >= MIN_STEP * MIN_STEP)
@@ -193,7 +193,7 @@ def suppression_overlaps(poses: tf.Tensor, seeds: tf.Tensor, seed_types: tf.Tens
   """
   by_type = tf.transpose(poses, [1, 0, 2])  # [K, C_s, 2]
   same_type = tf.gather(by_type, seed_types)  # [C_c, C_s, 2]
-  squared = tf.reduce_sum(tf.square(same_type - seeds[:, None, :]), axis=-1)
+  squared = distances.squared_distance(same_type, seeds[:, None, :])
   close = squared <= radius * radius
   if found is not None:
     close &= tf.gather(tf.transpose(found), seed_types)  # [C_c, C_s]
@@ -205,7 +205,7 @@ def repeated_poses(poses: tf.Tensor, radius: float, found: Optional[tf.Tensor] =
   """float32 `[P, P]`, symmetric: 1 where at least `DUPLICATE_FRACTION` of the keypoints of two
   poses `[P, K, 2]` lie within `radius` of each other's of the same type (counting, given `found`
   bool `[P, K]`, only keypoints found in both)."""
-  squared = tf.reduce_sum(tf.square(poses[:, None] - poses[None]), axis=-1)  # [P, P, K]
+  squared = distances.squared_distance(poses[:, None], poses[None])  # [P, P, K]
   near = squared <= radius * radius
   if found is not None:
     near &= found[:, None] & found[None]

@@ -23,7 +23,7 @@ import math
 
 import tensorflow as tf
 
-from kdc_tf.grouping import voting
+from kdc_tf.grouping import distances, voting
 
 # Person score factor for a person that is not whole (its keypoint mean off its identity).
 INCOMPLETE_FACTOR = 0.5
@@ -50,17 +50,16 @@ def owned_disk_mass(points: tf.Tensor, others: tf.Tensor, others_valid: tf.Tenso
     disk_radius: R in input pixels; stride: pose-grid stride; grid_size: G of the `[G, G]` grid.
   """
   grid = voting.disk_grid_points(points, disk_radius, stride)  # [N, K, T, 2]
-  own = tf.reduce_sum(tf.square(grid - points[:, :, None]), axis=-1)  # [N, K, T]
+  own = distances.squared_distance(grid, points[:, :, None])  # [N, K, T]
   # The `COMPETITORS` nearest other keypoints of the type; one beyond 2R takes no disk point.
   others_kn = tf.transpose(others, [1, 0, 2])  # [K, M, 2]
-  apart = tf.reduce_sum(tf.square(points[:, :, None] - others_kn[None]), axis=-1)  # [N, K, M]
+  apart = distances.squared_distance(points[:, :, None], others_kn[None])  # [N, K, M]
   competing = tf.transpose(others_valid)[None] & (apart > SAME_POINT * SAME_POINT)
   nearest_apart, nearest = tf.math.top_k(
       tf.where(competing, -apart, -math.inf), k=min(COMPETITORS, others.shape[0]))
   rivals = tf.gather(tf.broadcast_to(others_kn[None], apart.shape + [2]), nearest,
                      batch_dims=2)  # [N, K, C, 2]
-  to_rivals = tf.reduce_sum(tf.square(grid[:, :, :, None] - rivals[:, :, None]),
-                            axis=-1)  # [N, K, T, C]
+  to_rivals = distances.squared_distance(grid[:, :, :, None], rivals[:, :, None])  # [N, K, T, C]
   taken = tf.reduce_any((to_rivals < own[..., None])
                         & tf.math.is_finite(nearest_apart)[:, :, None], axis=-1)
   on_grid = tf.reduce_all((grid >= 0.0) & (grid <= float((grid_size - 1) * stride)), axis=-1)

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdc_tf.geometry import grid_points
-from kdc_tf.grouping import gaussian, sampling
+from kdc_tf.grouping import distances, gaussian, sampling
 
 
 def vote_normaliser(disk_radius: float, stride: int) -> float:
@@ -54,7 +54,7 @@ def disk_mass(points: tf.Tensor, disk_radius: float, stride: int) -> tf.Tensor:
   i.e. its grid points within R (on an unbounded grid) / `vote_normaliser`: 0.9 - 1.05 for R = 32,
   stride 8, depending on where the point lies in its cell."""
   near = disk_grid_points(points, disk_radius, stride) - points[..., None, :]
-  inside = tf.cast(tf.reduce_sum(tf.square(near), axis=-1) <= disk_radius * disk_radius,
+  inside = tf.cast(distances.squared_norm(near) <= disk_radius * disk_radius,
                    tf.float32)
   return tf.reduce_sum(inside, axis=-1) / vote_normaliser(disk_radius, stride)
 
