@@ -108,8 +108,8 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
   """Fills the slots after the keypoint people with mask-only people.
 
   Args:
-    keypoints: float32 `[N, K, 3]`, scores `[N]`, membership `[N, M, M]`, valid bool `[N]`: the
-      keypoint people, valid ones first.
+    keypoints: float32 `[N, K, 3]`, scores `[N]` (>= 0), membership `[N, M, M]` (0 / 1, as
+      `masks.membership_maps` gives), valid bool `[N]`: the keypoint people, valid ones first.
     seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
     radius: the NMS radius (input pixels): the smallest distance between two mask-only centres.
   """
@@ -117,47 +117,61 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
   probability = seg[..., 0]
   claimed = tf.reduce_sum(membership, axis=0) > 0.0
   leftover = (probability > seg_threshold) & ~claimed
-  centres, has_centre = cluster_centres(
-      tf.cast(leftover, tf.float32), mask_offset, mask_stride=mask_stride, radius=radius,
-      num_centres=num_people)
-  extra = masks.membership_maps(
-      tf.where(leftover, probability, 0.0)[..., None], mask_offset, centres, has_centre,
-      mask_stride=mask_stride, seg_threshold=seg_threshold,
-      membership_threshold=membership_threshold, membership_sigma=membership_sigma)
-  # A cluster whose embeddings point at a keypoint person's is that person's: pixels its
-  # (fragment- or error-shifted) centre missed, not a person of their own.
-  owner, owned = _owning_people(membership, valid, centres, mask_offset, mask_stride=mask_stride,
-                                membership_sigma=membership_sigma)
-  owned &= has_centre
-  # The clusters' memberships are disjoint 0 / 1 maps: each point joins the owner of its cluster,
-  # if any (a gather, not a [C, N] x [C, M M] product of 18 MFLOP at 401).
-  flat_extra = tf.reshape(extra, [num_people, -1])
-  cluster = tf.reduce_sum(flat_extra * tf.range(num_people, dtype=tf.float32)[:, None], axis=0)
-  joiner = tf.where(owned, owner, -1)
-  joins = tf.where(tf.reduce_sum(flat_extra, axis=0) > 0.0,
-                   tf.gather(joiner, tf.cast(cluster, tf.int32)), -1)  # [M M]: person or -1
-  joined = tf.cast(tf.equal(tf.range(num_people)[:, None], joins[None]), tf.float32)
-  membership = tf.minimum(membership + tf.reshape(joined, membership.shape), 1.0)
-  points = tf.reduce_sum(extra, axis=[1, 2])
-  min_area = max(MIN_AREA, MIN_AREA_FRACTION * float(((height - 1) * mask_stride + 1) ** 2))
-  extra_valid = (points * float(mask_stride * mask_stride) >= min_area) & ~owned
-  mean_probability = (tf.reduce_sum(extra * probability[None], axis=[1, 2])
-                      / tf.maximum(points, 1.0))
-  extra_scores = tf.where(extra_valid, SCORE_SCALE * mean_probability, -1.0)
-
-  # Slot i: keypoint person i for i < n; then the (i - n)-th best mask-only person.
+  # Slot i: keypoint person i for i < n; then the mask-only people.
   num_keypoint_people = tf.reduce_sum(tf.cast(valid, tf.int32))
-  ranked = tf.argsort(extra_scores, direction="DESCENDING")
   slots = tf.range(num_people)
-  rank = tf.clip_by_value(slots - num_keypoint_people, 0, num_people - 1)
   from_extra = slots >= num_keypoint_people
-  source = tf.where(from_extra, num_people + tf.gather(ranked, rank), slots)
-  all_valid = tf.where(from_extra, tf.gather(extra_valid, tf.gather(ranked, rank)), valid)
-  weight = tf.cast(all_valid, tf.float32)
-  all_scores = tf.concat([scores, tf.maximum(extra_scores, 0.0)], axis=0)
-  all_membership = tf.concat([membership, extra], axis=0)
-  return People(
-      keypoints=keypoints * tf.cast(~from_extra & valid, tf.float32)[:, None, None],
-      scores=tf.gather(all_scores, source) * weight,
-      membership=tf.gather(all_membership, source) * weight[:, None, None],
-      valid=all_valid)
+
+  def with_clusters() -> People:
+    centres, has_centre = cluster_centres(
+        tf.cast(leftover, tf.float32), mask_offset, mask_stride=mask_stride, radius=radius,
+        num_centres=num_people)
+    extra = masks.membership_maps(
+        tf.where(leftover, probability, 0.0)[..., None], mask_offset, centres, has_centre,
+        mask_stride=mask_stride, seg_threshold=seg_threshold,
+        membership_threshold=membership_threshold, membership_sigma=membership_sigma)
+    # A cluster whose embeddings point at a keypoint person's is that person's: pixels its
+    # (fragment- or error-shifted) centre missed, not a person of their own.
+    owner, owned = _owning_people(membership, valid, centres, mask_offset,
+                                  mask_stride=mask_stride, membership_sigma=membership_sigma)
+    owned &= has_centre
+    # The clusters' memberships are disjoint 0 / 1 maps: each point joins the owner of its
+    # cluster, if any (a gather, not a [C, N] x [C, M M] product of 18 MFLOP at 401).
+    flat_extra = tf.reshape(extra, [num_people, -1])
+    cluster = tf.reduce_sum(flat_extra * tf.range(num_people, dtype=tf.float32)[:, None], axis=0)
+    joiner = tf.where(owned, owner, -1)
+    joins = tf.where(tf.reduce_sum(flat_extra, axis=0) > 0.0,
+                     tf.gather(joiner, tf.cast(cluster, tf.int32)), -1)  # [M M]: person or -1
+    joined = tf.cast(tf.equal(tf.range(num_people)[:, None], joins[None]), tf.float32)
+    joined_membership = tf.minimum(membership + tf.reshape(joined, membership.shape), 1.0)
+    points = tf.reduce_sum(extra, axis=[1, 2])
+    min_area = max(MIN_AREA, MIN_AREA_FRACTION * float(((height - 1) * mask_stride + 1) ** 2))
+    extra_valid = (points * float(mask_stride * mask_stride) >= min_area) & ~owned
+    mean_probability = (tf.reduce_sum(extra * probability[None], axis=[1, 2])
+                        / tf.maximum(points, 1.0))
+    extra_scores = tf.where(extra_valid, SCORE_SCALE * mean_probability, -1.0)
+    # The (i - n)-th best mask-only person in slot i >= n.
+    ranked = tf.argsort(extra_scores, direction="DESCENDING")
+    rank = tf.clip_by_value(slots - num_keypoint_people, 0, num_people - 1)
+    source = tf.where(from_extra, num_people + tf.gather(ranked, rank), slots)
+    all_valid = tf.where(from_extra, tf.gather(extra_valid, tf.gather(ranked, rank)), valid)
+    weight = tf.cast(all_valid, tf.float32)
+    all_scores = tf.concat([scores, tf.maximum(extra_scores, 0.0)], axis=0)
+    all_membership = tf.concat([joined_membership, extra], axis=0)
+    return People(
+        keypoints=keypoints * tf.cast(~from_extra & valid, tf.float32)[:, None, None],
+        scores=tf.gather(all_scores, source) * weight,
+        membership=tf.gather(all_membership, source) * weight[:, None, None],
+        valid=all_valid)
+
+  def without_clusters() -> People:
+    """The same people where no point is left over: no centre, no mask-only person, nothing
+    joins a keypoint person (the 0 / 1 memberships stay as they are)."""
+    all_valid = valid & ~from_extra
+    weight = tf.cast(all_valid, tf.float32)
+    return People(
+        keypoints=keypoints * tf.cast(~from_extra & valid, tf.float32)[:, None, None],
+        scores=scores * weight, membership=membership * weight[:, None, None], valid=all_valid)
+
+  # Skipped where the keypoint people took every foreground point (most perfect scenes).
+  return People(*tf.cond(tf.reduce_any(leftover), with_clusters, without_clusters))
