@@ -1216,3 +1216,68 @@ def test_tied_mask_scores_rank_the_larger_mask_first_whatever_the_round_off():
     assert ranked[1] > ranked[0] > ranked[2]
     assert np.all((ranked >= 0.0) & (ranked <= 1.0))
     np.testing.assert_allclose(ranked, perfect + [0.9], atol=scoring.MASK_SCORE_STEP)
+
+
+def test_identities_are_recomputed_only_for_changed_people():
+  """`merging.identities_if_changed` passes the identities on when no value changed (a stand-in
+  here, so that reuse shows) and computes them when one did."""
+  stride = 4
+  seg, mask_offset = _embedding_field(80, stride, [(0, 100, (70.0, 90.0)),
+                                                   (100, 320, (150.0, 90.0))])
+  keypoints = np.zeros((1, 3, 2), np.float32)
+  keypoints[0] = [(60.0, 80.0), (80.0, 100.0), (60.0, 90.0)]
+  people = (tf.constant(keypoints), tf.fill([1, 3], 0.9), tf.ones([1], tf.bool))
+  settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=10.0,
+                  tolerance=2.0)
+  stand_in = (tf.constant([[-1.0, -1.0]]), tf.constant([False]))
+  same = merging.identities_if_changed(people, people, stand_in, seg, mask_offset, **settings)
+  assert same[0].numpy().tolist() == [[-1.0, -1.0]] and same[1].numpy().tolist() == [False]
+  moved = keypoints.copy()
+  moved[0, 2] = (140.0, 90.0)  # now on the neighbour's mask: outvoted, the identity stays
+  after = (tf.constant(moved),) + people[1:]
+  identity, has_identity = merging.identities_if_changed(people, after, stand_in, seg,
+                                                         mask_offset, **settings)
+  expected = merging.identities(*after, seg, mask_offset, **settings)
+  assert has_identity.numpy().tolist() == [True]
+  np.testing.assert_array_equal(identity.numpy(), expected[0].numpy())
+  np.testing.assert_allclose(identity[0].numpy(), [70.0, 90.0], atol=1e-4)
+
+
+def test_mask_only_step_returns_the_keypoint_people_when_no_point_is_left_over():
+  """Where the keypoint people took every foreground point, the clustering is skipped (tf.cond):
+  the people come back as they were, empty slots empty; one unclaimed blob of 8 x 8 mask points
+  in the same scene becomes a mask-only person in the first empty slot."""
+  num_people, num_types, grid = 3, 4, 24
+  seg = np.zeros((grid, grid, 1), np.float32)
+  seg[4:12, 4:12] = 1.0
+  membership = np.zeros((num_people, grid, grid), np.float32)
+  membership[0, 4:12, 4:12] = 1.0
+  grid_points = np.stack(np.meshgrid(np.arange(grid), np.arange(grid)), -1) * 4.0
+  mask_offset = np.zeros((grid, grid, 2), np.float32)
+  mask_offset[4:12, 4:12] = (30.0, 30.0) - grid_points[4:12, 4:12]  # all embed onto (30, 30)
+  rng = np.random.default_rng(0)
+  keypoints = rng.uniform(0.0, 90.0, (num_people, num_types, 3)).astype(np.float32)
+  scores = np.array([0.8, 0.0, 0.0], np.float32)
+  valid = tf.constant([True, False, False])
+  settings = dict(mask_stride=4, seg_threshold=0.5, membership_threshold=0.5,
+                  membership_sigma=0.5, radius=10.0)
+  people = mask_only.add_mask_only_people(
+      tf.constant(keypoints), tf.constant(scores), tf.constant(membership), valid,
+      tf.constant(seg), tf.constant(mask_offset), **settings)
+  assert people.valid.numpy().tolist() == [True, False, False]
+  np.testing.assert_array_equal(people.keypoints.numpy()[0], keypoints[0])
+  assert not people.keypoints.numpy()[1:].any()
+  np.testing.assert_array_equal(people.scores.numpy(), scores)
+  np.testing.assert_array_equal(people.membership.numpy(), membership)
+
+  seg[14:22, 14:22] = 1.0  # a second person's mask, claimed by no keypoint person
+  mask_offset[14:22, 14:22] = (70.0, 70.0) - grid_points[14:22, 14:22]
+  people = mask_only.add_mask_only_people(
+      tf.constant(keypoints), tf.constant(scores), tf.constant(membership), valid,
+      tf.constant(seg), tf.constant(mask_offset), **settings)
+  assert people.valid.numpy().tolist() == [True, True, False]
+  np.testing.assert_array_equal(people.membership.numpy()[0], membership[0])
+  extra = people.membership.numpy()[1]
+  assert extra.sum() == 64 and extra[14:22, 14:22].all()
+  assert people.scores.numpy()[1] == pytest.approx(mask_only.SCORE_SCALE)
+  assert not people.keypoints.numpy()[1].any()
