@@ -745,6 +745,8 @@ def test_a_piece_of_occluded_keypoints_completes_its_person():
   assert merging.merge_fragments(*inputs, **settings)[2].numpy().tolist() == [True] * 3
   unchanged = merging.complete_people(*inputs, **{**settings, "exact": False})
   assert unchanged[2].numpy().tolist() == [True] * 3
+  np.testing.assert_array_equal(unchanged[0].numpy(), keypoints)
+  np.testing.assert_array_equal(unchanged[1].numpy(), scores)
   completed, completed_scores, keep = merging.complete_people(*inputs, **settings)
   assert keep.numpy().tolist() == [True, True, False]
   np.testing.assert_allclose(completed[0].numpy(), keypoints[0] + keypoints[1])
@@ -768,8 +770,32 @@ def test_pieces_hidden_behind_a_whole_person_merge_with_nothing():
   settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=radius,
                   tolerance=merging.identity_tolerance(0.0, radius))
   assert merging.merge_fragments(*inputs, **settings)[2].numpy().tolist() == [True, False, False]
-  _, _, keep = merging.merge_fragments(*inputs, exact=True, **settings)
+  kept, kept_scores, keep = merging.merge_fragments(*inputs, exact=True, **settings)
   assert keep.numpy().tolist() == [True, True, True]
+  np.testing.assert_array_equal(kept.numpy(), keypoints)
+  np.testing.assert_array_equal(kept_scores.numpy(), scores)
+
+
+def test_merging_and_completion_move_valid_people_first_when_nothing_merges():
+  """An empty slot before valid people: neither step merges or completes anyone (the people are
+  far apart and whole), yet both return the valid people first, the empty slot zeroed last."""
+  stride, radius = 4, 10.0
+  seg, mask_offset = _embedding_field(80, stride, [(0, 120, (60.0, 100.0)),
+                                                   (120, 320, (200.0, 100.0))])
+  keypoints = np.zeros((3, 2, 2), np.float32)
+  keypoints[0] = [(10.0, 10.0), (20.0, 10.0)]  # an empty slot's leftovers
+  keypoints[1] = [(50.0, 100.0), (70.0, 100.0)]  # mean (60, 100), its identity
+  keypoints[2] = [(190.0, 100.0), (210.0, 100.0)]  # mean (200, 100)
+  scores = np.full((3, 2), 0.9, np.float32)
+  inputs = (tf.constant(keypoints), tf.constant(scores), tf.constant([False, True, True]), seg,
+            mask_offset)
+  settings = dict(mask_stride=stride, seg_threshold=0.5, keypoint_threshold=0.05, radius=radius,
+                  tolerance=merging.identity_tolerance(0.0, radius), exact=True)
+  for step in (merging.merge_fragments, merging.complete_people):
+    moved, moved_scores, keep = step(*inputs, **settings)
+    assert keep.numpy().tolist() == [True, True, False]
+    np.testing.assert_array_equal(moved.numpy(), [keypoints[1], keypoints[2], np.zeros((2, 2))])
+    np.testing.assert_array_equal(moved_scores.numpy(), [scores[1], scores[2], [0.0, 0.0]])
 
 
 def test_embedding_noise_is_zero_on_perfect_maps_and_tracks_embedding_scatter():

@@ -152,6 +152,20 @@ def identities(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, seg: t
   return identity, total > 0.0
 
 
+def _reordered(valid: tf.Tensor) -> tf.Tensor:
+  """bool `[]`: some valid person comes after an invalid slot (the steps put valid people
+  first)."""
+  return tf.reduce_any(valid[1:] & ~valid[:-1])
+
+
+def _kept_in_place(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor
+                   ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """What `merge_fragments` and `complete_people` return where they change nobody and the valid
+  people come first: the people as they are, empty slots zeroed."""
+  weight = tf.cast(valid, tf.float32)
+  return keypoints * weight[:, None, None], scores * weight[:, None], valid
+
+
 def identities_if_changed(before: Tuple[tf.Tensor, tf.Tensor, tf.Tensor],
                           after: Tuple[tf.Tensor, tf.Tensor, tf.Tensor],
                           before_identities: Tuple[tf.Tensor, tf.Tensor], seg: tf.Tensor,
@@ -176,7 +190,7 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   """Merges fragments into the person they belong to; survivors keep their order, first.
 
   Args:
-    keypoints: float32 `[N, K, 2]` input pixels; scores: `[N, K]`; valid: bool `[N]`, in
+    keypoints: float32 `[N, K, 2]` input pixels; scores: `[N, K]` in [0, 1]; valid: bool `[N]`, in
       descending seed score.
     seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
     mask_stride: mask-grid stride.
@@ -219,33 +233,39 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   compatible = (close & ~conflict & (people[:, None] < people[None])
                 & has_identity[:, None] & has_identity[None] & ~unsure[:, None] & ~unsure[None])
   merged_away = tf.reduce_any(compatible, axis=0)
-  parent = tf.where(merged_away, _first_true(compatible, axis=0), people)
-  # A parent that merged itself passes its pieces on: pointer jumping resolves chains of any
-  # length (parent[i] <= i, roots point to themselves) in ceil(log2(N)) gathers.
-  root = parent
-  for _ in range(max(1, math.ceil(math.log2(max(num_people, 2))))):
-    root = tf.gather(root, root)
 
-  # Per surviving person and type, the best keypoint among its pieces, confident ones that no
-  # other merged person shares first: [N, N, K] one-hot over pieces.
-  same_root = tf.equal(root[:, None], root[None])[..., None]
-  shared_elsewhere = tf.reduce_any(shared & ~same_root, axis=0)
-  member = tf.equal(root[None], people[:, None]) & valid[None]  # [root, piece]
-  preferred = confident & ~shared_elsewhere
-  rank = tf.where(preferred, scores + tf.reduce_max(scores) + 1.0, scores)
-  piece_rank = tf.where(member[..., None], rank[None], -1.0)
-  best_piece = _first_true(piece_rank >= tf.reduce_max(piece_rank, axis=1, keepdims=True),
-                           axis=1)  # [N, K]
-  pick = tf.cast(tf.equal(best_piece[:, None], people[None, :, None]), tf.float32)  # [N, N, K]
-  merged_keypoints = tf.reduce_sum(pick[..., None] * keypoints[None], axis=1)
-  merged_scores = tf.reduce_sum(pick * scores[None], axis=1)
+  def merged() -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    parent = tf.where(merged_away, _first_true(compatible, axis=0), people)
+    # A parent that merged itself passes its pieces on: pointer jumping resolves chains of any
+    # length (parent[i] <= i, roots point to themselves) in ceil(log2(N)) gathers.
+    root = parent
+    for _ in range(max(1, math.ceil(math.log2(max(num_people, 2))))):
+      root = tf.gather(root, root)
 
-  keep = valid & ~merged_away
-  order = tf.argsort(tf.where(keep, people, num_people + people))
-  keep = tf.gather(keep, order)
-  weight = tf.cast(keep, tf.float32)
-  return (tf.gather(merged_keypoints, order) * weight[:, None, None],
-          tf.gather(merged_scores, order) * weight[:, None], keep)
+    # Per surviving person and type, the best keypoint among its pieces, confident ones that no
+    # other merged person shares first: [N, N, K] one-hot over pieces.
+    same_root = tf.equal(root[:, None], root[None])[..., None]
+    shared_elsewhere = tf.reduce_any(shared & ~same_root, axis=0)
+    member = tf.equal(root[None], people[:, None]) & valid[None]  # [root, piece]
+    preferred = confident & ~shared_elsewhere
+    rank = tf.where(preferred, scores + tf.reduce_max(scores) + 1.0, scores)
+    piece_rank = tf.where(member[..., None], rank[None], -1.0)
+    best_piece = _first_true(piece_rank >= tf.reduce_max(piece_rank, axis=1, keepdims=True),
+                             axis=1)  # [N, K]
+    pick = tf.cast(tf.equal(best_piece[:, None], people[None, :, None]), tf.float32)  # [N, N, K]
+    merged_keypoints = tf.reduce_sum(pick[..., None] * keypoints[None], axis=1)
+    merged_scores = tf.reduce_sum(pick * scores[None], axis=1)
+
+    keep = valid & ~merged_away
+    order = tf.argsort(tf.where(keep, people, num_people + people))
+    keep = tf.gather(keep, order)
+    weight = tf.cast(keep, tf.float32)
+    return (tf.gather(merged_keypoints, order) * weight[:, None, None],
+            tf.gather(merged_scores, order) * weight[:, None], keep)
+
+  # Skipped where nobody merges (most images): each person keeps its own keypoints.
+  return tf.cond(tf.reduce_any(merged_away) | _reordered(valid), merged,
+                 lambda: _kept_in_place(keypoints, scores, valid))
 
 
 def keypoint_sums(keypoints: tf.Tensor, confident: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -311,16 +331,22 @@ def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
   chosen = _first_min_one_hot(costs, axis=0)  # each piece b: the person a it completes best
   take = _first_min_one_hot(tf.where(chosen, costs, float("inf")), axis=1)
   take &= ~tf.reduce_any(take, axis=0)[:, None]  # a person given away takes nothing
-  given = tf.reduce_any(take, axis=0)
-  take_weight = tf.cast(take, tf.float32)
-  from_piece = tf.linalg.matmul(take_weight, weight) > 0.0  # [a, K]
-  piece_keypoints = tf.einsum("ab,bkc->akc", take_weight, keypoints)
-  piece_scores = tf.linalg.matmul(take_weight, scores)
-  keypoints = tf.where(from_piece[..., None], piece_keypoints, keypoints)
-  scores = tf.where(from_piece, piece_scores, scores)
-  valid &= ~given
-  order = tf.argsort(tf.where(valid, people, num_people + people))
-  valid = tf.gather(valid, order)
-  weight = tf.cast(valid, tf.float32)
-  return (tf.gather(keypoints, order) * weight[:, None, None],
-          tf.gather(scores, order) * weight[:, None], valid)
+
+  def completed() -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    given = tf.reduce_any(take, axis=0)
+    take_weight = tf.cast(take, tf.float32)
+    from_piece = tf.linalg.matmul(take_weight, weight) > 0.0  # [a, K]
+    piece_keypoints = tf.einsum("ab,bkc->akc", take_weight, keypoints)
+    piece_scores = tf.linalg.matmul(take_weight, scores)
+    new_keypoints = tf.where(from_piece[..., None], piece_keypoints, keypoints)
+    new_scores = tf.where(from_piece, piece_scores, scores)
+    keep = valid & ~given
+    order = tf.argsort(tf.where(keep, people, num_people + people))
+    keep = tf.gather(keep, order)
+    keep_weight = tf.cast(keep, tf.float32)
+    return (tf.gather(new_keypoints, order) * keep_weight[:, None, None],
+            tf.gather(new_scores, order) * keep_weight[:, None], keep)
+
+  # Skipped where no piece completes anyone (most images).
+  return tf.cond(tf.reduce_any(take) | _reordered(valid), completed,
+                 lambda: _kept_in_place(keypoints, scores, valid))
