@@ -25,7 +25,8 @@ embedding space (`e = p + mask_offset(p)`), in fixed-size, vectorised steps:
    model they are the least reliable detections too.
 
 The keypoint people's keypoints are unchanged (their masks only gain the clusters of step 4), so
-keypoint AP cannot change.
+keypoint AP cannot change. Where the keypoint people took every foreground point, the steps are
+skipped (`tf.cond`): they would find nothing.
 Measurements (segm AP with and without, cost): docs/grouping.md.
 """
 
