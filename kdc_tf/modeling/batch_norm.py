@@ -15,6 +15,7 @@ import tensorflow as tf
 
 # FusedBatchNormV3 rejects a smaller epsilon (cuDNN's minimum).
 _MIN_FUSED_EPSILON = 1.001e-5
+_FUSED_INPUT_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="kdc_tf")
@@ -30,7 +31,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     if not self._fusable(inputs, mask):
       return super().call(inputs, training=training, mask=mask)
     # As Keras: statistics in float32 whatever the compute dtype (bfloat16 / float16 overflow).
-    x = tf.cast(inputs, tf.float32)
+    # The fused kernels take half-precision inputs with float32 statistics and parameters
+    # themselves: no cast around them.
+    x = inputs if inputs.dtype in _FUSED_INPUT_DTYPES else tf.cast(inputs, tf.float32)
     gamma = tf.cast(self.gamma, tf.float32)
     beta = tf.cast(self.beta, tf.float32)
     if training and self.trainable:

