@@ -11,15 +11,16 @@ from kdc_tf.config import AugmentConfig, ExperimentConfig, LossConfig, TrainConf
 from kdc_tf.geometry import Geometry
 from kdc_tf.modeling.config import ModelConfig
 
-# Resolution beats grid fineness at a fixed cost: 257 x 257 with a stride-16 trunk and PoseNet on
-# SegNet's stride-4 decoder costs what 193 x 193 with a stride-8 trunk did (about 2 forward GFLOPs)
-# and learns much more in the same steps (docs/learning.md, 'Resolution for the same compute').
-QUICKSTART_INPUT_SIZE = 257
+# Resolution beats grid fineness and steps at a fixed cost: 257 x 257 with a stride-16 trunk and
+# PoseNet on SegNet's stride-4 decoder cost what 193 x 193 with a stride-8 trunk did and learned
+# much more (docs/learning.md, 'Resolution for the same compute'); 289 x 289 for 3600 steps beats
+# 257 for 4400 (docs/learning.md, 'Arms, a leaner step and 289 x 289').
+QUICKSTART_INPUT_SIZE = 289
 QUICKSTART_OUTPUT_STRIDE = 4
 QUICKSTART_DISK_RADIUS = 16.0
 # Batch 4 for twice the steps of batch 8 on the same images: a CPU step costs about the same per
-# image, and the extra updates learn more (docs/learning.md, 'bfloat16 and batch 4'). 3600 steps
-# take about 6 minutes on 2 cores since the step got cheaper (docs/learning.md, 'A cheaper step').
+# image, and the extra updates learn more (docs/learning.md, 'bfloat16 and batch 4'). 3600 steps at
+# 289 take about 6 minutes on 2 cores (docs/learning.md, 'Arms, a leaner step and 289 x 289').
 QUICKSTART_BATCH_SIZE = 4
 QUICKSTART_STEPS = 3600
 QUICKSTART_LEARNING_RATE = 3e-3
