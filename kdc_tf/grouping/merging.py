@@ -166,6 +166,16 @@ def _kept_in_place(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor
   return keypoints * weight[:, None, None], scores * weight[:, None], valid
 
 
+def _kept_first(keypoints: tf.Tensor, scores: tf.Tensor, keep: tf.Tensor
+                ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """The kept people moved to the first slots in their order, the other slots emptied."""
+  num_people = keep.shape[0]
+  people = tf.range(num_people)
+  order = tf.argsort(tf.where(keep, people, num_people + people))
+  return _kept_in_place(tf.gather(keypoints, order), tf.gather(scores, order),
+                        tf.gather(keep, order))
+
+
 def identities_if_changed(before: Tuple[tf.Tensor, tf.Tensor, tf.Tensor],
                           after: Tuple[tf.Tensor, tf.Tensor, tf.Tensor],
                           before_identities: Tuple[tf.Tensor, tf.Tensor], seg: tf.Tensor,
@@ -256,12 +266,7 @@ def merge_fragments(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
     merged_keypoints = tf.reduce_sum(pick[..., None] * keypoints[None], axis=1)
     merged_scores = tf.reduce_sum(pick * scores[None], axis=1)
 
-    keep = valid & ~merged_away
-    order = tf.argsort(tf.where(keep, people, num_people + people))
-    keep = tf.gather(keep, order)
-    weight = tf.cast(keep, tf.float32)
-    return (tf.gather(merged_keypoints, order) * weight[:, None, None],
-            tf.gather(merged_scores, order) * weight[:, None], keep)
+    return _kept_first(merged_keypoints, merged_scores, valid & ~merged_away)
 
   # Skipped where nobody merges (most images): each person keeps its own keypoints.
   return tf.cond(tf.reduce_any(merged_away) | _reordered(valid), merged,
@@ -340,12 +345,7 @@ def complete_people(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor, s
     piece_scores = tf.linalg.matmul(take_weight, scores)
     new_keypoints = tf.where(from_piece[..., None], piece_keypoints, keypoints)
     new_scores = tf.where(from_piece, piece_scores, scores)
-    keep = valid & ~given
-    order = tf.argsort(tf.where(keep, people, num_people + people))
-    keep = tf.gather(keep, order)
-    keep_weight = tf.cast(keep, tf.float32)
-    return (tf.gather(new_keypoints, order) * keep_weight[:, None, None],
-            tf.gather(new_scores, order) * keep_weight[:, None], keep)
+    return _kept_first(new_keypoints, new_scores, valid & ~given)
 
   # Skipped where no piece completes anyone (most images).
   return tf.cond(tf.reduce_any(take) | _reordered(valid), completed,
