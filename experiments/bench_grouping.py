@@ -1,7 +1,7 @@
 r"""Times the grouping module on perfect targets of generated scenes, every call on a new scene.
 
   python -m experiments.bench_grouping [--input_size=401] [--num_people=1,5,10,20,40] \
-      [--repeats=20] [--jit_compile]
+      [--repeats=20] [--jit_compile] [--compare_tree=/path/to/other/checkout [--rounds=2]]
 
 For each number of people, `--repeats` different scenes of that many generated people
 (kdc_tf.synthetic.scenes) on an input_size canvas, encoded by data_pipeline.targets.encode_targets
@@ -15,6 +15,13 @@ machine spreads evenly over them.
 Prints, per count, the median, mean and worst milliseconds per image and the people decoded in
 the last scene; the last line is `grouping_ms_per_image=<median>` for 20 people (or the largest
 count below 20 when 20 is not benchmarked).
+
+With `--compare_tree`, a paired comparison in one process (`experiments.paired_grouping`): the
+other checkout's `Grouper` is built beside this tree's, both decode the same scenes, calls
+alternating, `--rounds` passes over them. Per count it prints both medians, the median of the
+paired differences (this tree minus the other, ms and % of the other's median) and on how many
+scenes the outputs (keypoints, scores, masks) are identical; the last line is
+`paired_diff_pct=<%>` for 20 people (or the largest count below 20).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from data_pipeline.targets import encode_targets
-from experiments import common_flags
+from experiments import common_flags, paired_grouping
 from kdc_tf.config import ExperimentConfig, GroupingConfig
 from kdc_tf.geometry import Geometry
 from kdc_tf.grouping import INPUT_KEYS, Grouper
@@ -43,6 +50,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("warmup", 2, "Untimed calls per count first, on other scenes.")
   flags.DEFINE_bool("jit_compile", True, "XLA-compile the grouping stages.")
   flags.DEFINE_integer("seed", 0, "Scene generator seed.")
+  flags.DEFINE_string("compare_tree", None, "Another checkout (its root directory): time its "
+                      "grouping against this tree's in one process, calls alternating.")
+  flags.DEFINE_integer("rounds", 1, "With --compare_tree: passes over the timed scenes.")
 
 _REPORTED_PEOPLE = 20
 
@@ -82,16 +92,48 @@ def time_new_scenes(grouper: Grouper, geometry: Geometry, counts, repeats: int, 
   return [(1e3 * d, n) for d, n in zip(durations, found)]
 
 
+def compare(counts, geometry: Geometry) -> float:
+  """The paired comparison with --compare_tree; returns the reported count's difference in %."""
+  other = paired_grouping.import_tree_package(FLAGS.compare_tree)
+  this_grouper = Grouper(ExperimentConfig(geometry=geometry), GroupingConfig(),
+                         jit_compile=FLAGS.jit_compile)
+  other_grouper = paired_grouping.build_grouper(other, geometry.input_size, FLAGS.jit_compile)
+  logging.info("paired grouping benchmark: this tree against %s, %dx%d, jit_compile=%s, "
+               "%d scenes per count, %d rounds", FLAGS.compare_tree, geometry.input_size,
+               geometry.input_size, FLAGS.jit_compile, FLAGS.repeats, FLAGS.rounds)
+  rng = np.random.default_rng(FLAGS.seed)
+  scenes = [[scene_inputs(count, geometry, rng) for _ in range(FLAGS.warmup + FLAGS.repeats)]
+            for count in counts]
+  timings = paired_grouping.time_pairs(this_grouper, other_grouper, scenes,
+                                       (geometry.input_size, geometry.input_size),
+                                       FLAGS.warmup, FLAGS.rounds)
+  reported = None
+  for count, times in zip(counts, timings):
+    figures = paired_grouping.summary(times)
+    print(f"people={count:3d} pairs={len(times.this_ms):3d} this_ms={figures['this_ms']:7.2f} "
+          f"other_ms={figures['other_ms']:7.2f} diff_ms={figures['diff_ms']:+7.2f} "
+          f"diff_pct={figures['diff_pct']:+6.1f} same_outputs={times.same_outputs}/{times.scenes} "
+          f"decoded={times.decoded:3d}", flush=True)
+    if count <= _REPORTED_PEOPLE:
+      reported = figures["diff_pct"]
+  return reported
+
+
 def main(argv):
   del argv
   experiment = ExperimentConfig(geometry=Geometry(input_size=FLAGS.input_size))
   geometry = experiment.geometry
-  grouper = Grouper(experiment, GroupingConfig(), jit_compile=FLAGS.jit_compile)
   counts = sorted({int(n) for n in FLAGS.num_people})
   if not any(count <= _REPORTED_PEOPLE for count in counts):
     raise app.UsageError(f"--num_people needs a count <= {_REPORTED_PEOPLE} for the summary line")
   if FLAGS.repeats < 1 or FLAGS.warmup < 1:
     raise app.UsageError("--repeats and --warmup must be >= 1")
+  if FLAGS.compare_tree:
+    if FLAGS.rounds < 1:
+      raise app.UsageError("--rounds must be >= 1")
+    print(f"paired_diff_pct={compare(counts, geometry):.1f}")
+    return
+  grouper = Grouper(experiment, GroupingConfig(), jit_compile=FLAGS.jit_compile)
   logging.info("grouping benchmark: %dx%d, jit_compile=%s, %d new scenes per count",
                geometry.input_size, geometry.input_size, FLAGS.jit_compile, FLAGS.repeats)
   timings = time_new_scenes(grouper, geometry, counts, FLAGS.repeats, FLAGS.warmup,
