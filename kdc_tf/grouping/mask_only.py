@@ -123,11 +123,14 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
   slots = tf.range(num_people)
   from_extra = slots >= num_keypoint_people
 
-  def with_clusters() -> People:
+  def clusters():
+    """Per point its cluster, int32 `[M M]` (-1: none), whether each cluster has an owner `[C]`,
+    and the keypoint people's memberships with the clusters their owners took `[N, M, M]`."""
     centres, has_centre = cluster_centres(
         tf.cast(leftover, tf.float32), mask_offset, mask_stride=mask_stride, radius=radius,
         num_centres=num_people)
-    extra = masks.membership_maps(
+    # Per point its cluster or -1: the clusters' memberships are disjoint 0 / 1 maps.
+    cluster = masks.membership_labels(
         tf.where(leftover, probability, 0.0)[..., None], mask_offset, centres, has_centre,
         mask_stride=mask_stride, seg_threshold=seg_threshold,
         membership_threshold=membership_threshold, membership_sigma=membership_sigma)
@@ -136,15 +139,19 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
     owner, owned = _owning_people(membership, valid, centres, mask_offset,
                                   mask_stride=mask_stride, membership_sigma=membership_sigma)
     owned &= has_centre
-    # The clusters' memberships are disjoint 0 / 1 maps: each point joins the owner of its
-    # cluster, if any (a gather, not a [C, N] x [C, M M] product of 18 MFLOP at 401).
-    flat_extra = tf.reshape(extra, [num_people, -1])
-    cluster = tf.reduce_sum(flat_extra * tf.range(num_people, dtype=tf.float32)[:, None], axis=0)
-    joiner = tf.where(owned, owner, -1)
-    joins = tf.where(tf.reduce_sum(flat_extra, axis=0) > 0.0,
-                     tf.gather(joiner, tf.cast(cluster, tf.int32)), -1)  # [M M]: person or -1
-    joined = tf.cast(tf.equal(tf.range(num_people)[:, None], joins[None]), tf.float32)
+    # Each point joins the owner of its cluster, if any (a gather, not a [C, N] x [C, M M]
+    # product of 18 MFLOP at 401).
+    joins = tf.where(cluster >= 0, tf.gather(tf.where(owned, owner, -1), tf.maximum(cluster, 0)),
+                     -1)  # [M M]: person or -1
+    people = tf.range(num_people)[:, None]
+    joined = tf.cast(tf.equal(people, joins[None]), tf.float32)
     joined_membership = tf.minimum(membership + tf.reshape(joined, membership.shape), 1.0)
+    return cluster, owned, joined_membership
+
+  def with_clusters() -> People:
+    cluster, owned, joined_membership = clusters()
+    extra = tf.reshape(tf.cast(tf.equal(tf.range(num_people)[:, None], cluster[None]), tf.float32),
+                       membership.shape)  # [C, M, M]
     points = tf.reduce_sum(extra, axis=[1, 2])
     min_area = max(MIN_AREA, MIN_AREA_FRACTION * float(((height - 1) * mask_stride + 1) ** 2))
     extra_valid = (points * float(mask_stride * mask_stride) >= min_area) & ~owned
@@ -165,6 +172,12 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
         membership=tf.gather(all_membership, source) * weight[:, None, None],
         valid=all_valid)
 
+  def joined_only() -> People:
+    """The same people where every slot holds a keypoint person: no mask-only person is placed,
+    so of the clustering only what joins the keypoint people's masks is computed."""
+    _, _, joined_membership = clusters()
+    return People(keypoints=keypoints, scores=scores, membership=joined_membership, valid=valid)
+
   def without_clusters() -> People:
     """The same people where no point is left over: no centre, no mask-only person, nothing
     joins a keypoint person (the 0 / 1 memberships stay as they are)."""
@@ -175,4 +188,8 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
         scores=scores * weight, membership=membership * weight[:, None, None], valid=all_valid)
 
   # Skipped where the keypoint people took every foreground point (most perfect scenes).
-  return People(*tf.cond(tf.reduce_any(leftover), with_clusters, without_clusters))
+  # Where every slot holds a keypoint person (all valid), no mask-only person can be placed.
+  return People(*tf.cond(
+      tf.reduce_any(leftover),
+      lambda: tf.cond(num_keypoint_people < num_people, with_clusters, joined_only),
+      without_clusters))

@@ -34,7 +34,7 @@ belongs to j where the resampled map exceeds 0.5.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Union
+from typing import NamedTuple, Tuple, Union
 
 import tensorflow as tf
 
@@ -92,21 +92,12 @@ def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.equal(rows, first), tf.float32)
 
 
-def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
-                    valid: tf.Tensor, *, mask_stride: int, seg_threshold: float,
-                    membership_threshold: float, membership_sigma: float,
-                    refine_centres: Union[bool, tf.Tensor] = True) -> tf.Tensor:
-  """float32 `[N, M, M]` (people-major): 1 where a foreground point joins person j, else 0.
-
-  Args:
-    seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
-    centres: float32 `[N, 2]` keypoint-based centres (`keypoint_centroids`).
-    valid: bool `[N]`, people that exist; the others get no point.
-    refine_centres: (scalar bool) move the centres to the mean embedding of their nearest
-      foreground points first (module docstring).
-  """
+def _log_phi(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor, valid: tf.Tensor, *,
+             mask_stride: int, seg_threshold: float, membership_sigma: float,
+             refine_centres: Union[bool, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
+  """log phi_j of every point `[N, P]` (-1e30 for people that do not exist) and the foreground
+  `[1, P]` (0 / 1) of `membership_maps`."""
   height, width, _ = seg.shape
-  num_people = centres.shape[0]
   embeddings = tf.reshape(geometry.grid_points(height, width, mask_stride) + mask_offset, [-1, 2])
   foreground = tf.cast(tf.reshape(seg, [1, -1]) > seg_threshold, tf.float32)  # [1, P]
   no_one = -1e30  # log phi (or -distance) of people that do not exist
@@ -133,10 +124,45 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
   present = valid & (sigma_squared > 0.0)
   # log phi = -d^2 / (2 sigma^2), compared with log(membership_threshold): no exp over [N, P].
   scale = tf.where(present, 0.5 / tf.maximum(sigma_squared, 1e-12), 0.0)
-  log_phi = -distances * scale[:, None] + tf.where(present, 0.0, no_one)[:, None]
+  return -distances * scale[:, None] + tf.where(present, 0.0, no_one)[:, None], foreground
+
+
+def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
+                    valid: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+                    membership_threshold: float, membership_sigma: float,
+                    refine_centres: Union[bool, tf.Tensor] = True) -> tf.Tensor:
+  """float32 `[N, M, M]` (people-major): 1 where a foreground point joins person j, else 0.
+
+  Args:
+    seg: `[M, M, 1]` person probability; mask_offset: `[M, M, 2]` input pixels.
+    centres: float32 `[N, 2]` keypoint-based centres (`keypoint_centroids`).
+    valid: bool `[N]`, people that exist; the others get no point.
+    refine_centres: (scalar bool) move the centres to the mean embedding of their nearest
+      foreground points first (module docstring).
+  """
+  height, width, _ = seg.shape
+  log_phi, foreground = _log_phi(seg, mask_offset, centres, valid, mask_stride=mask_stride,
+                                 seg_threshold=seg_threshold, membership_sigma=membership_sigma,
+                                 refine_centres=refine_centres)
   member = tf.reduce_max(log_phi, axis=0, keepdims=True) > math.log(membership_threshold)
   membership = one_hot_first_max(log_phi) * foreground * tf.cast(member, tf.float32)
-  return tf.reshape(membership, [num_people, height, width])
+  return tf.reshape(membership, [centres.shape[0], height, width])
+
+
+def membership_labels(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
+                      valid: tf.Tensor, *, mask_stride: int, seg_threshold: float,
+                      membership_threshold: float, membership_sigma: float,
+                      refine_centres: Union[bool, tf.Tensor] = True) -> tf.Tensor:
+  """int32 `[M * M]`: the person each point joins in `membership_maps` (the row of its 1), -1
+  where it joins none; arguments as there. One label per point instead of `N` maps."""
+  log_phi, foreground = _log_phi(seg, mask_offset, centres, valid, mask_stride=mask_stride,
+                                 seg_threshold=seg_threshold, membership_sigma=membership_sigma,
+                                 refine_centres=refine_centres)
+  best = tf.reduce_max(log_phi, axis=0)
+  first = tf.reduce_min(tf.where(log_phi >= best[None], tf.range(centres.shape[0])[:, None],
+                                 centres.shape[0]), axis=0)
+  joins = (foreground[0] > 0.0) & (best > math.log(membership_threshold))
+  return tf.where(joins, first, -1)
 
 
 def instance_maps(membership: tf.Tensor, igo_sigma: float) -> tf.Tensor:
