@@ -33,7 +33,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
-from kdc_tf.grouping import distances, merging, sampling
+from kdc_tf.grouping import distances, merging, reductions, sampling
 
 # A keypoint embeds onto an identity when at least this fraction of the bilinear weight of its
 # on-mask grid corners embeds within the identity tolerance of it.
@@ -117,7 +117,7 @@ def claim_keypoints(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
                                                     mask_stride, seg_threshold)
   owned = (agrees(pool_embeddings[None], pool_weights[None], identity[:, None, None], tolerance)
            & (pool_scores > keypoint_threshold)[None])  # [N, P, K]
-  best = tf.argmax(tf.where(owned, pool_scores[None], -1.0), axis=1, output_type=tf.int32)
+  best = reductions.argmax(tf.where(owned, pool_scores[None], -1.0), axis=1)
   replace = tf.reduce_any(owned, axis=1) & ~agreeing & claims[:, None]  # [N, K]
   index = tf.stack([best, tf.broadcast_to(tf.range(scores.shape[1]), best.shape)], axis=-1)
   keypoints = tf.where(replace[..., None], tf.gather_nd(pool_keypoints, index), keypoints)
@@ -152,7 +152,7 @@ def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   gaps = distances.squared_distance(union, identity[:, None])  # [N, P]
   fits = (added > 0.0) & (gaps <= squared_tolerance) & eligible[:, None]
   costs = tf.where(fits, gaps, float("inf"))
-  best = tf.argmin(costs, axis=1, output_type=tf.int32)
+  best = reductions.argmin(costs, axis=1)
   found = tf.math.is_finite(tf.reduce_min(costs, axis=1))
   add = tf.gather(use, best, batch_dims=1) & found[:, None]  # [N, K]
   keypoints = tf.where(add[..., None], tf.gather(pool_keypoints, best), keypoints)
@@ -174,7 +174,7 @@ def complete_from_walks(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
                & tf.math.is_finite(closest.values)[:, None]
                & (pair_gaps <= squared_tolerance) & (eligible & ~found)[:, None, None])  # [N, M, M]
   pair_costs = tf.reshape(tf.where(pair_fits, pair_gaps, float("inf")), [scores.shape[0], -1])
-  pair = tf.argmin(pair_costs, axis=1, output_type=tf.int32)
+  pair = reductions.argmin(pair_costs, axis=1)
   pair_found = tf.math.is_finite(tf.reduce_min(pair_costs, axis=1))
   for slot in (pair // walks.shape[1], pair % walks.shape[1]):
     walk = tf.gather(walks, slot, batch_dims=1)  # [N]
@@ -222,8 +222,7 @@ def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
       keypoints, scores, valid, identity, has_identity, voted_points, voted_scores,
       keypoint_threshold, tolerance, exact)
   to_identity = distances.squared_distance(voted_points[None], identity[:, None, None])
-  nearest = tf.argmin(tf.where(free[None], to_identity, float("inf")), axis=1,
-                      output_type=tf.int32)  # [N, K]
+  nearest = reductions.argmin(tf.where(free[None], to_identity, float("inf")), axis=1)  # [N,K]
   available = ~confident & tf.reduce_any(free, axis=0)[None]  # [N, K]
   types = tf.broadcast_to(tf.range(num_types), nearest.shape)
   points = tf.gather_nd(voted_points, tf.stack([nearest, types], axis=-1))  # [N, K, 2]
@@ -235,7 +234,7 @@ def complete_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tenso
   gaps = distances.squared_distance(means, identity[:, None])  # [N, S]
   fits = feasible & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)) & eligible[:, None]
   costs = tf.where(fits, gaps, float("inf"))
-  best = tf.argmin(costs, axis=1, output_type=tf.int32)
+  best = reductions.argmin(costs, axis=1)
   add = (tf.gather(subsets, best) > 0.0) & tf.math.is_finite(tf.reduce_min(costs, axis=1))[:, None]
   keypoints = tf.where(add[..., None], points, keypoints)
   scores = tf.where(add, tf.gather_nd(voted_scores, tf.stack([nearest, types], axis=-1)), scores)
@@ -261,7 +260,7 @@ def swap_from_votes(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor,
   fits = (free[None] & confident[:, None] & eligible[:, None, None]
           & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)))
   costs = tf.reshape(tf.where(fits, gaps, float("inf")), [scores.shape[0], -1])
-  best = tf.argmin(costs, axis=1, output_type=tf.int32)
+  best = reductions.argmin(costs, axis=1)
   found = tf.math.is_finite(tf.reduce_min(costs, axis=1))
   slot, kind = best // scores.shape[1], best % scores.shape[1]
   swap = (tf.one_hot(kind, scores.shape[1]) > 0.5) & found[:, None]  # [N, K]

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from kdc_tf import geometry
-from kdc_tf.grouping import distances, gaussian, masks, peaks, sampling
+from kdc_tf.grouping import distances, gaussian, masks, peaks, reductions, sampling
 
 # Smoothing of the embedding density, in mask-grid cells.
 DENSITY_SIGMA = 1.0
@@ -96,7 +96,7 @@ def _owning_people(membership: tf.Tensor, valid: tf.Tensor, centres: tf.Tensor,
   sigma_squared = tf.square(membership_sigma) * counts * float(mask_stride * mask_stride)
   squared = distances.squared_distance(centres[:, None], person_centres[None])  # [C, N]
   squared = tf.where((valid & (counts > 0))[None], squared, 1e30)
-  owner = tf.argmin(squared, axis=1, output_type=tf.int32)
+  owner = reductions.argmin(squared, axis=1)
   reach = tf.square(OWNER_SIGMAS) * tf.gather(sigma_squared, owner)
   within = tf.gather(squared, owner, batch_dims=1) <= reach
   return owner, within

@@ -20,7 +20,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
-from kdc_tf.grouping import claiming, distances, merging
+from kdc_tf.grouping import claiming, distances, merging, reductions
 
 # A mid-range step lands on a voted keypoint when within this (input pixels).
 LINK_DISTANCE = 1.0
@@ -144,7 +144,7 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
   distance = distances.squared_distance(keypoints[:, None], voted_points[None])  # [N, M, K]
   on_voted = tf.where(valid[:, None, None] & tf.reshape(node_valid, [slots, num_types])[None],
                       distance, float("inf"))
-  nearest = tf.argmin(on_voted, axis=1, output_type=tf.int32)  # [N, K]
+  nearest = reductions.argmin(on_voted, axis=1)  # [N, K]
   held = tf.reduce_min(on_voted, axis=1) <= claiming.HELD_DISTANCE ** 2
   embeddings, weights = claiming.corner_embeddings(keypoints, seg, mask_offset, mask_stride,
                                                    seg_threshold)
@@ -178,7 +178,7 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
   fits = (complete & (tf.reduce_max(types, axis=2) <= 1.0) & eligible[:, None]
           & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)))
   costs = tf.where(fits, gaps, float("inf"))
-  best = tf.argmin(costs, axis=1, output_type=tf.int32)
+  best = reductions.argmin(costs, axis=1)
   rebuilt = tf.math.is_finite(tf.reduce_min(costs, axis=1))  # [N]
   added = tf.gather(chosen, best, batch_dims=1)  # [N, R]
   pieces = own_pieces + tf.einsum("nr,nrv->nv", added, tf.one_hot(candidates, nodes))  # [N, V]
