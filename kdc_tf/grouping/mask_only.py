@@ -78,7 +78,7 @@ def cluster_centres(leftover: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride:
                            float(mask_stride), (height, width, 1))
   density = gaussian.smooth(density, gaussian.gaussian_kernels_1d([DENSITY_SIGMA]))
   window = 2 * math.ceil(radius / mask_stride) + 1
-  found = peaks.find_candidates(density, 0.0, num_centres, window)
+  found = peaks.find_candidates(density, 0.0, num_centres, window, separable=True)
   centres = tf.gather(tf.reshape(geometry.grid_points(height, width, mask_stride), [-1, 2]),
                       found.cells)
   return centres, found.valid
