@@ -151,8 +151,13 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
   own = (confident & held
          & claiming.agrees(embeddings, weights, identity[:, None], tolerance))  # [N, K]
   own_labels = tf.gather(node_labels, nearest * num_types + tf.range(num_types)[None])
-  own_pieces = tf.reduce_max(tf.one_hot(own_labels, nodes) * tf.cast(own, tf.float32)[..., None],
-                             axis=1)  # [N, V]
+  # 1 at the labels of the person's own keypoints: a scatter of N K values, not a max over an
+  # [N, K, V] one-hot (0.3 ms at 401).
+  own_pieces = tf.tensor_scatter_nd_max(
+      tf.zeros([num_people, nodes]),
+      tf.reshape(tf.stack([tf.broadcast_to(tf.range(num_people)[:, None], own_labels.shape),
+                           own_labels], axis=-1), [-1, 2]),
+      tf.reshape(tf.cast(own, tf.float32), [-1]))  # [N, V]
   own_types = tf.linalg.matmul(own_pieces, piece_types)  # [N, K]
   own_sums = tf.linalg.matmul(own_pieces, piece_sums)
   own_sizes = tf.linalg.matmul(own_pieces, piece_sizes[:, None])[:, 0]
