@@ -60,7 +60,9 @@ def embedding_noise(seg: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride: int,
   a person's points embed onto its centre and only its boundary differs.
 
   Rounded up to a multiple of `NOISE_STEP`, at most `NOISE_STEPS` of them (counts below each
-  step: no sort, which cost 0.7 ms at 401).
+  step: no sort, which cost 0.7 ms at 401). The counts come from a histogram of the gaps in
+  steps (a gap is at most step i exactly when ceil(gap / NOISE_STEP) <= i: NOISE_STEP is a power
+  of 2), not from one comparison per pair and step (0.12 ms at 401).
   """
   height, width, _ = seg.shape
   embeddings = geometry.grid_points(height, width, mask_stride) + mask_offset
@@ -68,7 +70,13 @@ def embedding_noise(seg: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride: int,
   pairs = tf.cast(foreground[:, 1:] & foreground[:, :-1], tf.float32)
   gaps = tf.norm(embeddings[:, 1:] - embeddings[:, :-1], axis=-1)
   steps = NOISE_STEP * tf.range(NOISE_STEPS + 1, dtype=tf.float32)  # 0, ..., the largest
-  below = tf.reduce_sum(pairs * tf.cast(gaps <= steps[:, None, None], tf.float32), axis=[1, 2])
+  # Bin b: the gaps in (b - 1, b] steps; bin NOISE_STEPS + 1: beyond the largest step.
+  bins = tf.cast(tf.minimum(tf.math.ceil(gaps / NOISE_STEP), NOISE_STEPS + 1.0), tf.int32)
+  histogram = tf.raw_ops.DenseBincount(input=tf.reshape(bins, [-1]), size=NOISE_STEPS + 2,
+                                       weights=tf.reshape(pairs, [-1]), binary_output=False)
+  cumulative = tf.cast(tf.range(NOISE_STEPS + 2)[None] <= tf.range(NOISE_STEPS + 1)[:, None],
+                       tf.float32)  # [step, bin]
+  below = tf.reduce_sum(cumulative * histogram[None], axis=1)  # pairs at most each step apart
   half = 0.5 * tf.reduce_sum(pairs)
   return tf.gather(steps, tf.minimum(_first_true(below >= half, axis=0), NOISE_STEPS))
 
