@@ -7,12 +7,15 @@ Each configuration (the quick start's, then one per --variant, a comma-separated
 `section.field=value` overrides) gets its own model and Adam; all run the real losses on one fixed
 batch of the embedded synthetic training set (built if missing). Rounds alternate between the
 configurations, so that background load hits them alike; the median over rounds is kept. Prints
-one line per configuration with its milliseconds per step and its ratio to the quick start's, and
-ends with `quickstart_step_ms=<float>`.
+one line per configuration with its milliseconds per step, its ratio to the quick start's and the
+process's system CPU time and minor page faults per step (a step that faults in fresh memory
+shows here: docs/learning.md, 'Page faults of a distributed dataset'), and ends with
+`quickstart_step_ms=<float>`.
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from typing import Dict, Sequence
@@ -77,18 +80,25 @@ def main(argv: Sequence[str]) -> None:
     logging.info("Compiling %s", name)
     step(images, targets).numpy()
   times = {name: [] for name in steps}
+  system_ms = {name: [] for name in steps}
+  faults = {name: [] for name in steps}
   for round_index in range(FLAGS.rounds):
     for name, step in steps.items():
-      start = time.perf_counter()
+      before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
       for _ in range(FLAGS.steps_per_round):
         step(images, targets).numpy()
-      times[name].append(1000.0 * (time.perf_counter() - start) / FLAGS.steps_per_round)
+      elapsed, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+      times[name].append(1000.0 * elapsed / FLAGS.steps_per_round)
+      system_ms[name].append(1000.0 * (after.ru_stime - before.ru_stime) / FLAGS.steps_per_round)
+      faults[name].append((after.ru_minflt - before.ru_minflt) / FLAGS.steps_per_round)
     logging.info("Round %d of %d done", round_index + 1, FLAGS.rounds)
   reference = statistics.median(times["quickstart"])
   for name, values in times.items():
     median = statistics.median(values)
     print(f"{name}: {median:.0f} ms per step (batch {base.train.batch_size}), "
-          f"{median / reference:.2f} x the quick start's", flush=True)
+          f"{median / reference:.2f} x the quick start's; system CPU "
+          f"{statistics.median(system_ms[name]):.0f} ms and "
+          f"{statistics.median(faults[name]):.0f} minor page faults per step", flush=True)
   print(f"quickstart_step_ms={reference:.1f}", flush=True)
 
 

@@ -277,6 +277,27 @@ def test_frozen_trunk_batch_norm_statistics_do_not_move_during_training(tmp_path
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_single_replica_trains_on_the_dataset_without_distributing_it(tmp_path, monkeypatch):
+  # A distributed dataset's iterator made every later CPU step fault in ~800 MB of fresh pages
+  # (docs/learning.md); with one replica the trainer reads the dataset directly. Two replicas
+  # still distribute it (the mirrored test above).
+  def refuse(self, dataset, options=None):
+    raise AssertionError("a single replica distributed its dataset")
+
+  monkeypatch.setattr(tf.distribute.OneDeviceStrategy, "experimental_distribute_dataset", refuse)
+  pattern = synthetic.ensure_embedded_dataset()["train"]
+  config = ExperimentConfig(
+      geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny"),
+      train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-3, epochs=1,
+                        steps_per_epoch=2, seed=0, strategy="one_device",
+                        batch_norm_reestimation_batches=1))
+  trainer = Trainer(config, str(tmp_path), create_strategy("one_device"))
+  losses = trainer.run(build_dataset(pattern, config.geometry, config.encoder, config.augment, 2,
+                                     training=True, seed=0))
+  assert losses["step"] == 2 and np.isfinite(losses["total"])
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
+
+
 def test_trained_trunk_batch_norm_statistics_move_during_training(resumed_run):
   # The same statistics, not frozen (random initialisation's default): every one has moved
   # from its initial value (mean 0, variance 1) in 6 steps.

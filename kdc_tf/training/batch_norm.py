@@ -32,8 +32,9 @@ def reestimate_batch_norm(model: keras.Model, strategy: tf.distribute.Strategy,
   batches of `batches`, of its batch statistics under the current weights.
 
   `batches` yields what the training step takes: `(images, targets)`, distributed by `strategy`
-  (per-replica statistics are averaged as in training). No weight other than the moving statistics
-  changes. Returns the number of layers re-estimated (0: nothing to do, no batch is read).
+  when it has several replicas (per-replica statistics are averaged as in training). No weight
+  other than the moving statistics changes. Returns the number of layers re-estimated (0: nothing
+  to do, no batch is read).
   """
   if num_batches < 1:
     raise ValueError(f"num_batches must be >= 1, got {num_batches}")
