@@ -27,7 +27,7 @@ embedding space (`e = p + mask_offset(p)`), in fixed-size, vectorised steps:
 The keypoint people's keypoints are unchanged (their masks only gain the clusters of step 4), so
 keypoint AP cannot change. Where the keypoint people took every foreground point, the steps are
 skipped (`tf.cond`): they would find nothing; where every slot holds a keypoint person, step 5 is
-(no mask-only person can be placed), and steps 1 - 4 give only the joins.
+skipped too (no mask-only person can be placed) and steps 1 - 4 give only the joins.
 Measurements (segm AP with and without, cost): docs/grouping.md.
 """
 
