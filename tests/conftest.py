@@ -35,3 +35,13 @@ def crowdpose_sample_dir() -> pathlib.Path:
 def eval_reference_dir() -> pathlib.Path:
   """../shared/data/eval_reference: 73 predictions for coco_sample and pycocotools' printout."""
   return _require(SHARED_DATA / "eval_reference")
+
+
+@pytest.fixture(scope="session")
+def small_embedded(tmp_path_factory) -> dict:
+  """A 16 + 4 image build of the embedded synthetic dataset (`synthetic.ensure_embedded_dataset`
+  paths), for tests that need real TFRecords and a validation split but not the quick start's
+  2048 images: that build takes about a minute on two cores and writes into the checkout."""
+  from data_pipeline import synthetic  # Imported here: TF loads after the logging level is set.
+  return synthetic.ensure_embedded_dataset(str(tmp_path_factory.mktemp("embedded")),
+                                           num_train=16, num_val=4)

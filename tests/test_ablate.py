@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipeline import synthetic
 from experiments import ablation_grid, oracle_runner
 from experiments.presets import quickstart_config
 from kdc_tf.config import GroupingConfig
@@ -56,10 +55,13 @@ def test_tables_have_a_row_per_setting_and_per_type_means():
   assert flat[1]["keypoints_AP"] == 0.1 and flat[1]["confidence_left_wrist"] == 0.25
 
 
-def test_ablate_binary_trains_evaluates_and_writes_tables(tmp_path):
+def test_ablate_binary_trains_evaluates_and_writes_tables(tmp_path, small_embedded):
   completed = subprocess.run(
       [sys.executable, "-m", "experiments.ablate", "--ablations=igo_sigma", "--sigmas=0.1,1.0",
-       "--steps=1", "--max_images=1", f"--work_dir={tmp_path}"],
+       "--steps=1", "--max_images=1", f"--work_dir={tmp_path}",
+       f"--train_pattern={small_embedded['train']}",
+       f"--val_annotations={small_embedded['annotations_val']}",
+       f"--val_images={small_embedded['images_val']}"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert completed.returncode == 0, completed.stderr[-3000:]
   assert "#### IGO sigma" in completed.stdout
@@ -71,8 +73,7 @@ def test_ablate_binary_trains_evaluates_and_writes_tables(tmp_path):
   assert list((tmp_path / "models" / "base").glob("ckpt-1.index"))
   assert len(list((tmp_path / "hparams").rglob("events.out.tfevents.*"))) == 3
   # The oracle column: the ground truth decoded at the row's geometry with its IGO sigma.
-  data = synthetic.ensure_embedded_dataset()
-  oracle = oracle_runner.run_oracle(data["annotations_val"], data["images_val"], BASE.geometry,
+  oracle = oracle_runner.run_oracle(small_embedded["annotations_val"], small_embedded["images_val"], BASE.geometry,
                                     GroupingConfig(igo_sigma=0.1), max_images=1).report.stats
   assert float(rows[0]["oracle_keypoints_AP"]) == pytest.approx(oracle["keypoints"]["AP"])
   assert float(rows[0]["oracle_segm_AP"]) == pytest.approx(oracle["segm"]["AP"])

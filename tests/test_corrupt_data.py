@@ -8,7 +8,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from data_pipeline import synthetic, tfrecord_io
+from data_pipeline import tfrecord_io
 from data_pipeline.input_pipeline import build_dataset
 from kdc_tf.config import AugmentConfig, EncoderConfig
 from kdc_tf.geometry import Geometry
@@ -17,9 +17,9 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
+def shards(tmp_path_factory, small_embedded):
   """[whole shard, the same shard truncated after 3 records and a half], and their counts."""
-  source = tfrecord_io.list_tfrecord_files(synthetic.ensure_embedded_dataset()["train"])[0]
+  source = tfrecord_io.list_tfrecord_files(small_embedded["train"])[0]
   records = [r.numpy() for r in tf.data.TFRecordDataset(source)]
   directory = tmp_path_factory.mktemp("shards")
   whole, broken = str(directory / "a-00000-of-00002.tfrecord"), str(

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments import oracle_runner
 from kdc_tf.config import ExperimentConfig, TrainConfig
@@ -23,10 +22,10 @@ MAX_IMAGES = 3
 
 
 @pytest.fixture(scope="module")
-def diagnosed(tmp_path_factory):
+def diagnosed(tmp_path_factory, small_embedded):
   """A tiny model trained 5 steps on the synthetic set, diagnosed by the binary."""
   model_dir = str(tmp_path_factory.mktemp("diagnose"))
-  data = synthetic.ensure_embedded_dataset()
+  data = small_embedded
   config = ExperimentConfig(
       geometry=Geometry(input_size=SIZE), model=ModelConfig(depth="tiny"),
       train=TrainConfig(train_pattern=data["train"], batch_size=2, learning_rate=1e-3, epochs=1,
@@ -37,7 +36,8 @@ def diagnosed(tmp_path_factory):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
   result = subprocess.run(
       [sys.executable, "-m", "experiments.diagnose", f"--model_dir={model_dir}",
-       f"--max_images={MAX_IMAGES}", "--all_but_one"],
+       f"--max_images={MAX_IMAGES}", "--all_but_one", f"--annotations={data['annotations_val']}",
+       f"--images={data['images_val']}"],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(model_dir, "diagnosis.csv")) as f:

@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments import train
 from kdc_tf.checkpoints import restore_model
@@ -95,12 +94,13 @@ def test_train_config_from_a_file_geometry_flags_and_overrides(tmp_path):
     _config_from("--override=model.widht=3")
 
 
-def test_tiny_model_trains_30_steps_on_two_mirrored_cpus_and_its_loss_falls(tmp_path):
+def test_tiny_model_trains_30_steps_on_two_mirrored_cpus_and_its_loss_falls(tmp_path, small_embedded):
   model_dir = tmp_path / "mirrored"
   overrides = ("model.depth=tiny", "train.epochs=1", "train.steps_per_epoch=30",
                "train.learning_rate=1e-3", "train.summary_every=5",
                "train.image_summary_every=30", "train.checkpoint_every=30", "train.seed=0")
   result = _run(_MIRRORED_SCRIPT, f"--model_dir={model_dir}", f"--input_size={SIZE}",
+                f"--train_pattern={small_embedded['train']}",
                 *(f"--override={override}" for override in overrides))
   assert "on 2 replica(s)" in result.stderr
   total = _scalars(str(model_dir / "train"), "loss/total")
@@ -119,10 +119,10 @@ def _variables(trainer):
 
 
 @pytest.fixture(scope="module")
-def resumed_run(tmp_path_factory):
+def resumed_run(tmp_path_factory, small_embedded):
   """3 steps, then a new Trainer on the same model_dir (as after a kill) that goes on to 6."""
   model_dir = str(tmp_path_factory.mktemp("resume"))
-  pattern = synthetic.ensure_embedded_dataset()["train"]
+  pattern = small_embedded["train"]
   config = ExperimentConfig(
       geometry=Geometry(input_size=SIZE), model=ModelConfig(depth="tiny"),
       train=TrainConfig(train_pattern=pattern, learning_rate=1e-3, epochs=1, steps_per_epoch=3,
@@ -251,7 +251,7 @@ def _trunk_bn_statistics(trainer):
           for w in (layer.moving_mean, layer.moving_variance)]
 
 
-def test_frozen_trunk_batch_norm_statistics_do_not_move_during_training(tmp_path, monkeypatch):
+def test_frozen_trunk_batch_norm_statistics_do_not_move_during_training(tmp_path, monkeypatch, small_embedded):
   # Nor in the re-estimation after the last step, which only the heads' batch norm goes through.
   calls = []
 
@@ -260,7 +260,7 @@ def test_frozen_trunk_batch_norm_statistics_do_not_move_during_training(tmp_path
     return reestimate_batch_norm(model, strategy, batches, num_batches)
 
   monkeypatch.setattr(trainer_module, "reestimate_batch_norm", spy)
-  pattern = synthetic.ensure_embedded_dataset()["train"]
+  pattern = small_embedded["train"]
   config = ExperimentConfig(
       geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny", freeze_batch_norm=True),
       train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-3, epochs=1,
@@ -277,7 +277,7 @@ def test_frozen_trunk_batch_norm_statistics_do_not_move_during_training(tmp_path
     np.testing.assert_array_equal(a, b)
 
 
-def test_a_single_replica_trains_on_the_dataset_without_distributing_it(tmp_path, monkeypatch):
+def test_a_single_replica_trains_on_the_dataset_without_distributing_it(tmp_path, monkeypatch, small_embedded):
   # A distributed dataset's iterator made every later CPU step fault in ~800 MB of fresh pages
   # (docs/learning.md); with one replica the trainer reads the dataset directly. Two replicas
   # still distribute it (the mirrored test above).
@@ -285,7 +285,7 @@ def test_a_single_replica_trains_on_the_dataset_without_distributing_it(tmp_path
     raise AssertionError("a single replica distributed its dataset")
 
   monkeypatch.setattr(tf.distribute.OneDeviceStrategy, "experimental_distribute_dataset", refuse)
-  pattern = synthetic.ensure_embedded_dataset()["train"]
+  pattern = small_embedded["train"]
   config = ExperimentConfig(
       geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny"),
       train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-3, epochs=1,
@@ -320,10 +320,10 @@ def test_batch_norm_is_frozen_by_default_with_imagenet_weights_only():
   assert resumed.with_batch_norm_resolved().freeze_batch_norm is True
 
 
-def test_reestimated_batch_norm_statistics_make_inference_match_training_mode(tmp_path):
+def test_reestimated_batch_norm_statistics_make_inference_match_training_mode(tmp_path, small_embedded):
   # One batch, re-estimated on it: the moving statistics become its statistics under the final
   # weights, so the inference-mode network is the training-mode one; frozen layers keep theirs.
-  pattern = synthetic.ensure_embedded_dataset()["train"]
+  pattern = small_embedded["train"]
   config = ExperimentConfig(
       geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny", freeze_batch_norm=True),
       train=TrainConfig(train_pattern=pattern, batch_size=2, epochs=1, steps_per_epoch=1,
@@ -348,7 +348,7 @@ def test_reestimated_batch_norm_statistics_make_inference_match_training_mode(tm
 
 
 
-def test_ema_weights_replace_the_trained_ones_after_the_last_step(tmp_path, monkeypatch):
+def test_ema_weights_replace_the_trained_ones_after_the_last_step(tmp_path, monkeypatch, small_embedded):
   """With `ema_momentum` m the final weights are a_N, a_1 = w_1, a_t = m a_(t-1) + (1 - m) w_t,
   from the weights w_t after each step (checkpoints 1 .. N-1 and the weights just before the
   swap)."""
@@ -361,7 +361,7 @@ def test_ema_weights_replace_the_trained_ones_after_the_last_step(tmp_path, monk
     return original(optimizer, variables)
 
   monkeypatch.setattr(keras.optimizers.Adam, "finalize_variable_values", spy)
-  pattern = synthetic.ensure_embedded_dataset()["train"]
+  pattern = small_embedded["train"]
   config = ExperimentConfig(
       geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny"),
       train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-2, epochs=1,
@@ -395,10 +395,10 @@ def test_ema_momentum_must_be_below_one():
     TrainConfig(ema_momentum=1.0)
 
 
-def test_bfloat16_training_keeps_float32_weights_and_restores_for_float32_inference(tmp_path):
+def test_bfloat16_training_keeps_float32_weights_and_restores_for_float32_inference(tmp_path, small_embedded):
   """mixed_bfloat16: bfloat16 compute, float32 weights, no loss scaling; the global policy is
   left as it was, and the checkpoint restores into a float32 model with finite outputs."""
-  pattern = synthetic.ensure_embedded_dataset()["train"]
+  pattern = small_embedded["train"]
   config = ExperimentConfig(
       geometry=Geometry(input_size=65), model=ModelConfig(depth="tiny"),
       train=TrainConfig(train_pattern=pattern, batch_size=2, learning_rate=1e-3, epochs=1,
