@@ -96,8 +96,8 @@ def time_pairs(this_grouper, other_grouper, scenes: Sequence[Sequence[Mapping[st
   Args:
     scenes: per count, the scenes (grouping inputs); the first `warmup` of each are decoded by
       both untimed (tracing, compilation), the others timed, each once per round.
-    rounds: passes over the timed scenes; the grouper that goes first alternates from one scene
-      to the next and between rounds.
+    rounds: passes over the timed scenes; for each count, the grouper that goes first
+      alternates from one scene to the next and between rounds (and between counts).
   Every call's outputs are fetched to numpy inside its timing. Outputs are compared on the first
   round.
   """
@@ -110,7 +110,6 @@ def time_pairs(this_grouper, other_grouper, scenes: Sequence[Sequence[Mapping[st
   other_ms = [[] for _ in scenes]
   same = [0] * len(scenes)
   decoded = [0] * len(scenes)
-  turn = 0
   for round_index in range(rounds):
     for scene_index in range(max(len(per_count) for per_count in timed)):
       for i, per_count in enumerate(timed):  # the counts take turns, as in bench_grouping
@@ -118,9 +117,10 @@ def time_pairs(this_grouper, other_grouper, scenes: Sequence[Sequence[Mapping[st
           continue
         scene = per_count[scene_index]
         order = ((this_grouper, this_ms[i]), (other_grouper, other_ms[i]))
-        if turn % 2:
+        # Per count, not one turn over all calls: with an even number of counts that gave each
+        # count the same grouper first in every call.
+        if (round_index + scene_index + i) % 2:
           order = order[::-1]
-        turn += 1
         outputs = []
         for grouper, times in order:
           start = time.perf_counter()

@@ -52,8 +52,9 @@ def test_the_calls_alternate_on_the_same_scenes_and_outputs_are_compared():
     assert times.this_ms.shape == times.other_ms.shape == (4,)  # 2 timed scenes x 2 rounds
     assert times.same_outputs == times.scenes == 2
   timed = calls[4:]  # after the warm-up: 2 counts x 1 scene x 2 groupers
-  firsts = timed[0::2]
-  assert firsts == ["this", "same"] * 4  # who goes first alternates
+  firsts = timed[0::2]  # round 0: scene 0 of counts 1, 4, scene 1 of counts 1, 4; round 1
+  # Who goes first alternates for each count, between scenes and between rounds.
+  assert firsts == ["this", "same", "same", "this", "same", "this", "this", "same"]
   assert sorted(timed[0:2]) == ["same", "this"]
   figures = paired_grouping.summary(timings[0])
   assert set(figures) == {"this_ms", "other_ms", "diff_ms", "diff_pct"}

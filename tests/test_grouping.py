@@ -1269,6 +1269,43 @@ def test_identities_are_recomputed_only_for_changed_people():
   np.testing.assert_allclose(identity[0].numpy(), [70.0, 90.0], atol=1e-4)
 
 
+def test_mask_only_labels_from_the_valid_centres_alone_are_those_of_all_centres(monkeypatch):
+  """The clusters labelled with the few valid centres gathered (`mask_only.CENTRE_ROWS`) give
+  the people of the labels with all `N` centres, with free slots and with every slot taken; the
+  chained column maximum and minimum are the reductions' values."""
+  num_people, num_types, grid = 6, 4, 32
+  seg = np.zeros((grid, grid, 1), np.float32)
+  grid_points = np.stack(np.meshgrid(np.arange(grid), np.arange(grid)), -1) * 4.0
+  mask_offset = np.zeros((grid, grid, 2), np.float32)
+  membership = np.zeros((num_people, grid, grid), np.float32)
+  membership[0, 2:8, 2:8] = 1.0
+  # Person 0's mask, a blob of its own beside it (joins it), two blobs of nobody's.
+  for (top, left), centre in (((2, 2), (20.0, 20.0)), ((8, 2), (20.0, 22.0)),
+                              ((14, 14), (70.0, 70.0)), ((22, 4), (30.0, 100.0))):
+    seg[top:top + 6, left:left + 6] = 1.0
+    mask_offset[top:top + 6, left:left + 6] = centre - grid_points[top:top + 6, left:left + 6]
+  rng = np.random.default_rng(0)
+  keypoints = tf.constant(rng.uniform(0.0, 120.0, (num_people, num_types, 3)).astype(np.float32))
+  settings = dict(mask_stride=4, seg_threshold=0.5, membership_threshold=0.5,
+                  membership_sigma=0.5, radius=10.0)
+  for valid in ([True] + [False] * 5, [True] * 6):
+    results = []
+    for rows in (4, 1):  # the valid centres gathered (3 <= 4), all 6 (3 > 1)
+      monkeypatch.setattr(mask_only, "CENTRE_ROWS", rows)
+      results.append(mask_only.add_mask_only_people(
+          keypoints, tf.constant([0.8] * 6, tf.float32), tf.constant(membership),
+          tf.constant(valid), tf.constant(seg), tf.constant(mask_offset), **settings))
+    for gathered, every in zip(*results):
+      np.testing.assert_array_equal(gathered.numpy(), every.numpy())
+    assert results[0].membership.numpy()[0].sum() > membership[0].sum()  # the blob joined
+  assert results[0].membership.numpy()[0].sum() == 72
+  values = tf.constant(rng.normal(size=(5, 7)).astype(np.float32))
+  np.testing.assert_array_equal(masks.column_max(values).numpy(),
+                                tf.reduce_max(values, axis=0, keepdims=True).numpy())
+  np.testing.assert_array_equal(masks.column_min(values).numpy(),
+                                tf.reduce_min(values, axis=0, keepdims=True).numpy())
+
+
 def test_mask_only_step_returns_the_keypoint_people_when_no_point_is_left_over():
   """Where the keypoint people took every foreground point, the clustering is skipped (tf.cond):
   the people come back as they were, empty slots empty; one unclaimed blob of 8 x 8 mask points

@@ -52,6 +52,11 @@ MIN_AREA_FRACTION = 5e-4
 OWNER_SIGMAS = 1.6
 # Mask-only person score = SCORE_SCALE * mean person probability of its points.
 SCORE_SCALE = 0.1
+# The clusters' labels are computed with the valid centres only, gathered into this many rows,
+# where there are at most this many (1 - 4 on the benchmark's 40-person scenes); else with all
+# `N` (the same labels: a centre without a density peak takes no point). Docs/grouping.md,
+# 'Speed, session 12'.
+CENTRE_ROWS = 4
 
 
 class People(NamedTuple):
@@ -130,20 +135,41 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
     centres, has_centre = cluster_centres(
         tf.cast(leftover, tf.float32), mask_offset, mask_stride=mask_stride, radius=radius,
         num_centres=num_people)
-    # Per point its cluster or -1: the clusters' memberships are disjoint 0 / 1 maps.
-    cluster = masks.membership_labels(
-        tf.where(leftover, probability, 0.0)[..., None], mask_offset, centres, has_centre,
-        mask_stride=mask_stride, seg_threshold=seg_threshold,
-        membership_threshold=membership_threshold, membership_sigma=membership_sigma)
-    # A cluster whose embeddings point at a keypoint person's is that person's: pixels its
-    # (fragment- or error-shifted) centre missed, not a person of their own.
-    owner, owned = _owning_people(membership, valid, centres, mask_offset,
-                                  mask_stride=mask_stride, membership_sigma=membership_sigma)
-    owned &= has_centre
-    # Each point joins the owner of its cluster, if any (a gather, not a [C, N] x [C, M M]
-    # product of 18 MFLOP at 401).
-    joins = tf.where(cluster >= 0, tf.gather(tf.where(owned, owner, -1), tf.maximum(cluster, 0)),
-                     -1)  # [M M]: person or -1
+
+    def labels_and_owners(rows):
+      """Per point its cluster and the person it joins (int32 `[M M]`, -1: none), and whether
+      each cluster has an owner, computed with the centres `rows` only (int32 `[R]`)."""
+      row_centres, row_has_centre = tf.gather(centres, rows), tf.gather(has_centre, rows)
+      # Per point its cluster or -1: the clusters' memberships are disjoint 0 / 1 maps.
+      label = masks.membership_labels(
+          tf.where(leftover, probability, 0.0)[..., None], mask_offset, row_centres,
+          row_has_centre, mask_stride=mask_stride, seg_threshold=seg_threshold,
+          membership_threshold=membership_threshold, membership_sigma=membership_sigma)
+      # A cluster whose embeddings point at a keypoint person's is that person's: pixels its
+      # (fragment- or error-shifted) centre missed, not a person of their own.
+      owner, owned = _owning_people(membership, valid, row_centres, mask_offset,
+                                    mask_stride=mask_stride, membership_sigma=membership_sigma)
+      owned &= row_has_centre
+      # Each point joins the owner of its cluster, if any (a gather, not a [C, N] x [C, M M]
+      # product of 18 MFLOP at 401).
+      index = tf.maximum(label, 0)
+      joins = tf.where(label >= 0, tf.gather(tf.where(owned, owner, -1), index), -1)
+      cluster = tf.where(label >= 0, tf.gather(rows, index), -1)
+      return cluster, joins, tf.scatter_nd(rows[:, None], tf.cast(owned, tf.int32),
+                                           [num_people]) > 0
+
+    def first_centres():
+      """The first `CENTRE_ROWS` centre slots holding the valid centres, in slot order."""
+      order = tf.where(has_centre, float(num_people) - tf.range(num_people, dtype=tf.float32),
+                       0.0)
+      return labels_and_owners(tf.math.top_k(order, k=CENTRE_ROWS).indices)
+
+    if num_people <= CENTRE_ROWS:
+      cluster, joins, owned = labels_and_owners(tf.range(num_people))
+    else:  # Only the valid centres take points: where few, the labels of those alone.
+      cluster, joins, owned = tf.cond(
+          tf.reduce_sum(tf.cast(has_centre, tf.int32)) <= CENTRE_ROWS, first_centres,
+          lambda: labels_and_owners(tf.range(num_people)))
     people = tf.range(num_people)[:, None]
     joined = tf.cast(tf.equal(people, joins[None]), tf.float32)
     joined_membership = tf.minimum(membership + tf.reshape(joined, membership.shape), 1.0)

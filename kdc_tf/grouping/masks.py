@@ -46,6 +46,10 @@ MASK_THRESHOLD = 0.5
 # Centres closer than this (input pixels) are the same centre: pieces of one person that share its
 # identity differ only by float round-off, which differs between CPUs.
 SAME_CENTRE_PX = 0.01
+# `column_max` / `column_min` of at most this many rows are chains of elementwise maximums
+# (minimums); of more, reductions: with 30 rows XLA then recomputed the rows' producer in each
+# link (membership labels at 401: 0.46 -> 0.34 ms with 8 rows, 0.67 -> 1.45 ms with 30).
+CHAINED_ROWS = 8
 
 
 def keypoint_centroids(keypoints: tf.Tensor, scores: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -80,15 +84,40 @@ def mask_owners(centres: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor) -> tf.T
   return valid & ~tf.reduce_any(same & ahead, axis=0)
 
 
+def column_max(values: tf.Tensor) -> tf.Tensor:
+  """`[1, P]`: the maximum of each column of `values` `[N, P]`; for at most `CHAINED_ROWS` rows
+  as a chain of elementwise maximums of the rows: the same values (a maximum does not round),
+  fused by XLA into its consumers, where its CPU reduce over the leading axis is a kernel of its
+  own (docs/grouping.md, 'Speed, session 12')."""
+  if values.shape[0] > CHAINED_ROWS:
+    return tf.reduce_max(values, axis=0, keepdims=True)
+  rows = tf.unstack(values, axis=0)
+  best = rows[0]
+  for row in rows[1:]:
+    best = tf.maximum(best, row)
+  return best[None]
+
+
+def column_min(values: tf.Tensor) -> tf.Tensor:
+  """`[1, P]`: the minimum of each column of `values` `[N, P]`, as `column_max`."""
+  if values.shape[0] > CHAINED_ROWS:
+    return tf.reduce_min(values, axis=0, keepdims=True)
+  rows = tf.unstack(values, axis=0)
+  best = rows[0]
+  for row in rows[1:]:
+    best = tf.minimum(best, row)
+  return best[None]
+
+
 def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
   """float32 one-hot `[N, P]` of the first maximum of each column (over N).
 
-  Plain reductions over the leading axis: XLA's CPU argmax (a variadic reduce) and cumsum, and
-  reductions over a short minor axis, are several times slower.
+  Maximums and minimums over the rows (`column_max`): XLA's CPU argmax (a variadic reduce) and
+  cumsum, and reductions over a short minor axis, are several times slower.
   """
   rows = tf.range(values.shape[0])[:, None]
-  is_best = values >= tf.reduce_max(values, axis=0, keepdims=True)
-  first = tf.reduce_min(tf.where(is_best, rows, values.shape[0]), axis=0, keepdims=True)
+  is_best = values >= column_max(values)
+  first = column_min(tf.where(is_best, rows, values.shape[0]))
   return tf.cast(tf.equal(rows, first), tf.float32)
 
 
@@ -144,7 +173,7 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
   log_phi, foreground = _log_phi(seg, mask_offset, centres, valid, mask_stride=mask_stride,
                                  seg_threshold=seg_threshold, membership_sigma=membership_sigma,
                                  refine_centres=refine_centres)
-  member = tf.reduce_max(log_phi, axis=0, keepdims=True) > math.log(membership_threshold)
+  member = column_max(log_phi) > math.log(membership_threshold)
   membership = one_hot_first_max(log_phi) * foreground * tf.cast(member, tf.float32)
   return tf.reshape(membership, [centres.shape[0], height, width])
 
@@ -158,9 +187,9 @@ def membership_labels(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor
   log_phi, foreground = _log_phi(seg, mask_offset, centres, valid, mask_stride=mask_stride,
                                  seg_threshold=seg_threshold, membership_sigma=membership_sigma,
                                  refine_centres=refine_centres)
-  best = tf.reduce_max(log_phi, axis=0)
-  first = tf.reduce_min(tf.where(log_phi >= best[None], tf.range(centres.shape[0])[:, None],
-                                 centres.shape[0]), axis=0)
+  best = column_max(log_phi)[0]
+  first = column_min(tf.where(log_phi >= best[None], tf.range(centres.shape[0])[:, None],
+                              centres.shape[0]))[0]
   joins = (foreground[0] > 0.0) & (best > math.log(membership_threshold))
   return tf.where(joins, first, -1)
 
