@@ -9,8 +9,8 @@ from kdc_tf.config import EncoderConfig, ExperimentConfig, GroupingConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.geometry import Geometry
 from kdc_tf.grouping import (INPUT_KEYS, Grouper, claiming, gaussian, mask_only, masks, merging,
-                             model_outputs_to_grouping_inputs, peaks, pieces, poses, sampling,
-                             scoring, voting)
+                             model_outputs_to_grouping_inputs, peaks, pieces, poses, reductions,
+                             sampling, scoring, voting)
 from kdc_tf.synthetic import scenes
 
 SIZE = 161  # pose grid 21 x 21, mask grid 41 x 41
@@ -1344,3 +1344,20 @@ def test_mask_only_step_returns_the_keypoint_people_when_no_point_is_left_over()
   assert extra.sum() == 64 and extra[14:22, 14:22].all()
   assert people.scores.numpy()[1] == pytest.approx(mask_only.SCORE_SCALE)
   assert not people.keypoints.numpy()[1].any()
+
+
+def test_reductions_top_k_is_tf_top_k():
+  """`reductions.top_k` gives `tf.math.top_k`'s values and indices, eager and under XLA, with
+  ties (the lower index first) and rows of -inf (fewer finite values than k)."""
+  rng = np.random.default_rng(0)
+  values = rng.integers(0, 5, size=(64, 30)).astype(np.float32)
+  values[values == 0] = -np.inf
+  values[:8] = -np.inf
+  values[8:12, 3:] = -np.inf
+  values = tf.constant(values)
+  expected = tf.math.top_k(values, k=4)
+  for run in (reductions.top_k, tf.function(reductions.top_k, jit_compile=True,
+                                            autograph=False)):
+    top_values, top_indices = run(values, 4)
+    np.testing.assert_array_equal(top_values.numpy(), expected.values.numpy())
+    np.testing.assert_array_equal(top_indices.numpy(), expected.indices.numpy())

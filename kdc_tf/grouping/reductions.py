@@ -31,3 +31,22 @@ def argmax(values: tf.Tensor, axis: int) -> tf.Tensor:
   """int32: as `tf.argmax(values, axis, output_type=tf.int32)` for values without NaN."""
   axis = axis % values.shape.rank
   return _first_index(values >= tf.reduce_max(values, axis=axis, keepdims=True), axis)
+
+
+def top_k(values: tf.Tensor, k: int):
+  """As `tf.math.top_k(values, k)` (values and int32 indices `[..., k]`, largest first, the
+  lower index first among equal values) for values without NaN, as `k` rounds of a maximum and
+  the first index holding it among the entries not yet taken: for a small `k` over a short last
+  axis, where XLA's CPU TopK (a custom call) cost 0.12 ms on `[510, 30]` with k = 4
+  (docs/grouping.md, 'Speed, session 12')."""
+  size = values.shape[-1]
+  index = tf.range(size)
+  taken = tf.zeros_like(values, tf.bool)
+  best_values, best_indices = [], []
+  for _ in range(k):
+    best = tf.reduce_max(tf.where(taken, -float("inf"), values), axis=-1, keepdims=True)
+    first = _first_index((values >= best) & ~taken, axis=-1)
+    taken |= tf.equal(index, first[..., None])
+    best_values.append(best[..., 0])
+    best_indices.append(first)
+  return tf.stack(best_values, axis=-1), tf.stack(best_indices, axis=-1)

@@ -23,7 +23,7 @@ import math
 
 import tensorflow as tf
 
-from kdc_tf.grouping import distances, voting
+from kdc_tf.grouping import distances, reductions, voting
 
 # Person score factor for a person that is not whole (its keypoint mean off its identity).
 INCOMPLETE_FACTOR = 0.5
@@ -55,7 +55,8 @@ def owned_disk_mass(points: tf.Tensor, others: tf.Tensor, others_valid: tf.Tenso
   others_kn = tf.transpose(others, [1, 0, 2])  # [K, M, 2]
   apart = distances.squared_distance(points[:, :, None], others_kn[None])  # [N, K, M]
   competing = tf.transpose(others_valid)[None] & (apart > SAME_POINT * SAME_POINT)
-  nearest_apart, nearest = tf.math.top_k(
+  # `reductions.top_k`: XLA's CPU TopK cost 0.12 ms here (docs/grouping.md, 'Speed, session 12').
+  nearest_apart, nearest = reductions.top_k(
       tf.where(competing, -apart, -math.inf), k=min(COMPETITORS, others.shape[0]))
   rivals = tf.gather(tf.broadcast_to(others_kn[None], apart.shape + [2]), nearest,
                      batch_dims=2)  # [N, K, C, 2]
