@@ -84,29 +84,28 @@ def mask_owners(centres: tf.Tensor, scores: tf.Tensor, valid: tf.Tensor) -> tf.T
   return valid & ~tf.reduce_any(same & ahead, axis=0)
 
 
-def column_max(values: tf.Tensor) -> tf.Tensor:
-  """`[1, P]`: the maximum of each column of `values` `[N, P]`; for at most `CHAINED_ROWS` rows
-  as a chain of elementwise maximums of the rows: the same values (a maximum does not round),
+def _column_extreme(values: tf.Tensor, elementwise, reduce) -> tf.Tensor:
+  """`[1, P]`: `reduce` of each column of `values` `[N, P]`; for at most `CHAINED_ROWS` rows as a
+  chain of `elementwise` over the rows: the same values (a maximum or minimum does not round),
   fused by XLA into its consumers, where its CPU reduce over the leading axis is a kernel of its
   own (docs/grouping.md, 'Speed, session 12')."""
   if values.shape[0] > CHAINED_ROWS:
-    return tf.reduce_max(values, axis=0, keepdims=True)
+    return reduce(values, axis=0, keepdims=True)
   rows = tf.unstack(values, axis=0)
   best = rows[0]
   for row in rows[1:]:
-    best = tf.maximum(best, row)
+    best = elementwise(best, row)
   return best[None]
+
+
+def column_max(values: tf.Tensor) -> tf.Tensor:
+  """`[1, P]`: the maximum of each column of `values` `[N, P]` (`_column_extreme`)."""
+  return _column_extreme(values, tf.maximum, tf.reduce_max)
 
 
 def column_min(values: tf.Tensor) -> tf.Tensor:
-  """`[1, P]`: the minimum of each column of `values` `[N, P]`, as `column_max`."""
-  if values.shape[0] > CHAINED_ROWS:
-    return tf.reduce_min(values, axis=0, keepdims=True)
-  rows = tf.unstack(values, axis=0)
-  best = rows[0]
-  for row in rows[1:]:
-    best = tf.minimum(best, row)
-  return best[None]
+  """`[1, P]`: the minimum of each column of `values` `[N, P]` (`_column_extreme`)."""
+  return _column_extreme(values, tf.minimum, tf.reduce_min)
 
 
 def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
