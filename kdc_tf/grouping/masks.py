@@ -108,16 +108,21 @@ def column_min(values: tf.Tensor) -> tf.Tensor:
   return _column_extreme(values, tf.minimum, tf.reduce_min)
 
 
-def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
-  """float32 one-hot `[N, P]` of the first maximum of each column (over N).
+def first_max(values: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """The maximum of each column of `values` `[N, P]` and the first row holding it, both `[1, P]`.
 
   Maximums and minimums over the rows (`column_max`): XLA's CPU argmax (a variadic reduce) and
   cumsum, and reductions over a short minor axis, are several times slower.
   """
+  best = column_max(values)
   rows = tf.range(values.shape[0])[:, None]
-  is_best = values >= column_max(values)
-  first = column_min(tf.where(is_best, rows, values.shape[0]))
-  return tf.cast(tf.equal(rows, first), tf.float32)
+  return best, column_min(tf.where(values >= best, rows, values.shape[0]))
+
+
+def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
+  """float32 one-hot `[N, P]` of the first maximum of each column (over N)."""
+  _, first = first_max(values)
+  return tf.cast(tf.equal(tf.range(values.shape[0])[:, None], first), tf.float32)
 
 
 def _log_phi(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor, valid: tf.Tensor, *,
@@ -172,8 +177,10 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
   log_phi, foreground = _log_phi(seg, mask_offset, centres, valid, mask_stride=mask_stride,
                                  seg_threshold=seg_threshold, membership_sigma=membership_sigma,
                                  refine_centres=refine_centres)
-  member = column_max(log_phi) > math.log(membership_threshold)
-  membership = one_hot_first_max(log_phi) * foreground * tf.cast(member, tf.float32)
+  best, first = first_max(log_phi)
+  member = tf.equal(tf.range(centres.shape[0])[:, None], first) & (
+      best > math.log(membership_threshold))
+  membership = tf.cast(member, tf.float32) * foreground
   return tf.reshape(membership, [centres.shape[0], height, width])
 
 
@@ -186,11 +193,9 @@ def membership_labels(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor
   log_phi, foreground = _log_phi(seg, mask_offset, centres, valid, mask_stride=mask_stride,
                                  seg_threshold=seg_threshold, membership_sigma=membership_sigma,
                                  refine_centres=refine_centres)
-  best = column_max(log_phi)[0]
-  first = column_min(tf.where(log_phi >= best[None], tf.range(centres.shape[0])[:, None],
-                              centres.shape[0]))[0]
-  joins = (foreground[0] > 0.0) & (best > math.log(membership_threshold))
-  return tf.where(joins, first, -1)
+  best, first = first_max(log_phi)
+  joins = (foreground[0] > 0.0) & (best[0] > math.log(membership_threshold))
+  return tf.where(joins, first[0], -1)
 
 
 def instance_maps(membership: tf.Tensor, igo_sigma: float) -> tf.Tensor:
