@@ -551,6 +551,39 @@ def test_unclaimed_pixels_of_a_person_are_not_a_mask_only_speck(eager_grouper):
   assert _iou(result["masks"][0], truth[0]) > 0.9
 
 
+def test_where_every_slot_is_taken_a_missed_part_joins_its_person_and_a_far_blob_nobody():
+  """With no slot free (`max_people=1`) the joins are taken point by point
+  (`mask_only.joins_where_every_slot_is_taken`): pixels whose embeddings miss their person's
+  centre by 1.5 sigma_j still join it; the mask of a person without keypoints, far from the
+  keypoint person, joins nobody (with a free slot it is a mask-only person)."""
+  one_slot = Grouper(_experiment(), GroupingConfig(max_people=1, peaks_per_type=8),
+                     jit_compile=False)
+  scene = scenes.make_scene(COCO, SIZE, [(70.0, 12.0, 130.0)], np.random.default_rng(12))
+  inputs = _targets(scene)
+  member = scene["instance_masks"][0].astype(bool)
+  sigma = 0.5 * np.sqrt(member.sum() * 16.0)  # membership_sigma * sqrt(area), input pixels
+  rows, cols = np.nonzero(member)
+  blob = (rows >= np.percentile(rows, 85)) & (cols <= np.median(cols))  # part of the legs
+  offset = inputs["mask_offset"].numpy()
+  offset[rows[blob], cols[blob], 0] += 1.5 * sigma
+  result = _run(one_slot, {**inputs, "mask_offset": tf.constant(offset)})
+  truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
+  assert result["num_people"] == 1 and _iou(result["masks"][0], truth[0]) > 0.9
+  missed = np.zeros((1,) + member.shape, np.float32)
+  missed[0, rows[blob], cols[blob]] = 1.0
+  missed = _reference_masks(missed, (SIZE, SIZE), 1.0)[0]
+  assert result["masks"][0][missed].mean() > 0.9  # the missed part joined its person
+
+  scene = scenes.make_scene(COCO, SIZE, [(45.0, 10.0, 130.0), (120.0, 40.0, 100.0)],
+                            np.random.default_rng(14))
+  scene["keypoints"][1] = 0.0  # no labelled keypoint: its offsets point to its mask mean (SM_c)
+  truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
+  result = _run(one_slot, _targets(scene))
+  assert result["num_people"] == 1 and result["keypoints"][0, :, 2].min() > 0
+  assert _iou(result["masks"][0], truth[0]) > 0.9
+  assert not (result["masks"][0].astype(bool) & truth[1]).any()
+
+
 def test_smoothing_sigmas_are_in_units_of_32_input_pixels():
   """The paper's [0.1, 1] spans real smoothing: 0.4 - 4 pose cells at stride 8, 0.8 - 8 mask
   cells at stride 4 (in cells, 0.1 was the identity kernel [0, 1, 0])."""
@@ -1271,8 +1304,9 @@ def test_identities_are_recomputed_only_for_changed_people():
 
 def test_mask_only_labels_from_the_valid_centres_alone_are_those_of_all_centres(monkeypatch):
   """The clusters labelled with the few valid centres gathered (`mask_only.CENTRE_ROWS`) give
-  the people of the labels with all `N` centres, with free slots and with every slot taken; the
-  chained column maximum and minimum are the reductions' values."""
+  the people of the labels with all `N` centres; where every slot is taken the people come back
+  as they are (their joins are in the memberships); the chained column maximum and minimum are
+  the reductions' values."""
   num_people, num_types, grid = 6, 4, 32
   seg = np.zeros((grid, grid, 1), np.float32)
   grid_points = np.stack(np.meshgrid(np.arange(grid), np.arange(grid)), -1) * 4.0
@@ -1288,17 +1322,21 @@ def test_mask_only_labels_from_the_valid_centres_alone_are_those_of_all_centres(
   keypoints = tf.constant(rng.uniform(0.0, 120.0, (num_people, num_types, 3)).astype(np.float32))
   settings = dict(mask_stride=4, seg_threshold=0.5, membership_threshold=0.5,
                   membership_sigma=0.5, radius=10.0)
-  for valid in ([True] + [False] * 5, [True] * 6):
-    results = []
-    for rows in (4, 1):  # the valid centres gathered (3 <= 4), all 6 (3 > 1)
-      monkeypatch.setattr(mask_only, "CENTRE_ROWS", rows)
-      results.append(mask_only.add_mask_only_people(
-          keypoints, tf.constant([0.8] * 6, tf.float32), tf.constant(membership),
-          tf.constant(valid), tf.constant(seg), tf.constant(mask_offset), **settings))
-    for gathered, every in zip(*results):
-      np.testing.assert_array_equal(gathered.numpy(), every.numpy())
-    assert results[0].membership.numpy()[0].sum() > membership[0].sum()  # the blob joined
-  assert results[0].membership.numpy()[0].sum() == 72
+  results = []
+  for rows in (4, 1):  # the valid centres gathered (3 <= 4), all 6 (3 > 1)
+    monkeypatch.setattr(mask_only, "CENTRE_ROWS", rows)
+    results.append(mask_only.add_mask_only_people(
+        keypoints, tf.constant([0.8] * 6, tf.float32), tf.constant(membership),
+        tf.constant([True] + [False] * 5), tf.constant(seg), tf.constant(mask_offset),
+        **settings))
+  for gathered, every in zip(*results):
+    np.testing.assert_array_equal(gathered.numpy(), every.numpy())
+  assert results[0].membership.numpy()[0].sum() == 72  # the blob beside person 0 joined it
+  full = mask_only.add_mask_only_people(
+      keypoints, tf.constant([0.8] * 6, tf.float32), tf.constant(membership),
+      tf.constant([True] * 6), tf.constant(seg), tf.constant(mask_offset), **settings)
+  np.testing.assert_array_equal(full.membership.numpy(), membership)
+  np.testing.assert_array_equal(full.keypoints.numpy(), keypoints.numpy())
   values = tf.constant(rng.normal(size=(5, 7)).astype(np.float32))
   np.testing.assert_array_equal(masks.column_max(values).numpy(),
                                 tf.reduce_max(values, axis=0, keepdims=True).numpy())

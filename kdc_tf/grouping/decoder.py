@@ -335,7 +335,9 @@ class Grouper(tf.Module):
         mask_stride=geometry.MASK_STRIDE, seg_threshold=config.seg_threshold,
         membership_threshold=config.membership_threshold,
         membership_sigma=self._membership_sigma,
-        refine_centres=tf.logical_or(self._centroid_mode == "static", tf.logical_not(exact)))
+        refine_centres=tf.logical_or(self._centroid_mode == "static", tf.logical_not(exact)),
+        lowered_threshold=(mask_only.joins_where_every_slot_is_taken(valid)
+                           if config.mask_only_people else None))
     # The keypoints' ranking: owned-disk keypoint scores, fragments and mixtures lower.
     whole = merging.is_whole(xy, (point_scores > config.centroid_keypoint_threshold)
                              & valid[:, None], identity, has_identity,

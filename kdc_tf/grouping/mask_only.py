@@ -26,15 +26,22 @@ embedding space (`e = p + mask_offset(p)`), in fixed-size, vectorised steps:
 
 The keypoint people's keypoints are unchanged (their masks only gain the clusters of step 4), so
 keypoint AP cannot change. Where the keypoint people took every foreground point, the steps are
-skipped (`tf.cond`): they would find nothing; where every slot holds a keypoint person, step 5 is
-skipped too (no mask-only person can be placed) and steps 1 - 4 give only the joins.
+skipped (`tf.cond`): they would find nothing. Where every slot holds a keypoint person, no
+mask-only person can be placed and only step 4's joins could change the people; there the
+clustering is skipped too, and the joins are taken point by point in the keypoint people's own
+membership (`joins_where_every_slot_is_taken`): a foreground point joins the person of its
+largest phi_j when it lies within `OWNER_SIGMAS` sigma'_j of C_j, sigma'_j from the area of j's
+members. Not exactly step 4 (per point instead of per cluster; from C_j, not from the mean member
+embedding; the person of the largest phi_j, not the nearest): a person's missed part still joins
+it and a blob far from everybody joins nobody, without the density, centres and labels (0.2 -
+0.5 ms at 40 people; docs/grouping.md, 'Speed, session 13').
 Measurements (segm AP with and without, cost): docs/grouping.md.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 import tensorflow as tf
 
@@ -50,6 +57,9 @@ MIN_AREA_FRACTION = 5e-4
 # A leftover cluster within this many sigma_j of a keypoint person's mean member embedding is that
 # person's (phi_j = exp(-1.28) = 0.28 there; membership claims phi_j > 0.5, 1.18 sigma_j).
 OWNER_SIGMAS = 1.6
+# Where every slot is taken, a point joins the person of its largest phi_j within OWNER_SIGMAS
+# sigma'_j (phi at that distance, `masks.membership_maps`'s `lowered_threshold`).
+JOIN_PHI = math.exp(-0.5 * OWNER_SIGMAS ** 2)
 # Mask-only person score = SCORE_SCALE * mean person probability of its points.
 SCORE_SCALE = 0.1
 # The clusters' labels are computed with the valid centres only, gathered into this many rows,
@@ -66,6 +76,12 @@ class People(NamedTuple):
   scores: tf.Tensor  # float32 [N]
   membership: tf.Tensor  # float32 [N, M, M]
   valid: tf.Tensor  # bool [N]
+
+
+def joins_where_every_slot_is_taken(valid: tf.Tensor) -> Tuple[tf.Tensor, float]:
+  """`masks.membership_maps`'s `lowered_threshold` for the keypoint people valid `[N]` (valid
+  ones first): `JOIN_PHI` where every slot holds one (module docstring)."""
+  return tf.reduce_all(valid), JOIN_PHI
 
 
 def cluster_centres(leftover: tf.Tensor, mask_offset: tf.Tensor, *, mask_stride: int,
@@ -199,24 +215,16 @@ def add_mask_only_people(keypoints: tf.Tensor, scores: tf.Tensor, membership: tf
         membership=tf.gather(all_membership, source) * weight[:, None, None],
         valid=all_valid)
 
-  def joined_only() -> People:
-    """The same people where every slot holds a keypoint person: no mask-only person is placed,
-    so of the clustering only what joins the keypoint people's masks is computed."""
-    _, _, joined_membership = clusters()
-    return People(keypoints=keypoints, scores=scores, membership=joined_membership, valid=valid)
-
   def without_clusters() -> People:
-    """The same people where no point is left over: no centre, no mask-only person, nothing
-    joins a keypoint person (the 0 / 1 memberships stay as they are)."""
+    """The same people where no point is left over or every slot holds a keypoint person (whose
+    joins `membership` has: `joins_where_every_slot_is_taken`): no mask-only person."""
     all_valid = valid & ~from_extra
     weight = tf.cast(all_valid, tf.float32)
     return People(
         keypoints=keypoints * tf.cast(~from_extra & valid, tf.float32)[:, None, None],
         scores=scores * weight, membership=membership * weight[:, None, None], valid=all_valid)
 
-  # Skipped where the keypoint people took every foreground point (most perfect scenes).
-  # Where every slot holds a keypoint person (all valid), no mask-only person can be placed.
-  return People(*tf.cond(
-      tf.reduce_any(leftover),
-      lambda: tf.cond(num_keypoint_people < num_people, with_clusters, joined_only),
-      without_clusters))
+  # Skipped where the keypoint people took every foreground point (most perfect scenes) or
+  # every slot holds a keypoint person (no mask-only person can be placed).
+  return People(*tf.cond(tf.reduce_any(leftover) & (num_keypoint_people < num_people),
+                         with_clusters, without_clusters))

@@ -34,7 +34,7 @@ belongs to j where the resampled map exceeds 0.5.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import tensorflow as tf
 
@@ -128,8 +128,9 @@ def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
 def _log_phi(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor, valid: tf.Tensor, *,
              mask_stride: int, seg_threshold: float, membership_sigma: float,
              refine_centres: Union[bool, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
-  """log phi_j of every point `[N, P]` (-1e30 for people that do not exist) and the foreground
-  `[1, P]` (0 / 1) of `membership_maps`."""
+  """log phi_j of every point `[N, P]` (-1e30 for people that do not exist), the foreground
+  `[1, P]` (0 / 1) of `membership_maps` and per person the foreground points nearest its centre
+  `[N]` (sigma_j's area)."""
   height, width, _ = seg.shape
   embeddings = tf.reshape(geometry.grid_points(height, width, mask_stride) + mask_offset, [-1, 2])
   foreground = tf.cast(tf.reshape(seg, [1, -1]) > seg_threshold, tf.float32)  # [1, P]
@@ -157,13 +158,14 @@ def _log_phi(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor, valid: 
   present = valid & (sigma_squared > 0.0)
   # log phi = -d^2 / (2 sigma^2), compared with log(membership_threshold): no exp over [N, P].
   scale = tf.where(present, 0.5 / tf.maximum(sigma_squared, 1e-12), 0.0)
-  return -distances * scale[:, None] + tf.where(present, 0.0, no_one)[:, None], foreground
+  return -distances * scale[:, None] + tf.where(present, 0.0, no_one)[:, None], foreground, counts
 
 
 def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
                     valid: tf.Tensor, *, mask_stride: int, seg_threshold: float,
                     membership_threshold: float, membership_sigma: float,
-                    refine_centres: Union[bool, tf.Tensor] = True) -> tf.Tensor:
+                    refine_centres: Union[bool, tf.Tensor] = True,
+                    lowered_threshold: Optional[Tuple[tf.Tensor, float]] = None) -> tf.Tensor:
   """float32 `[N, M, M]` (people-major): 1 where a foreground point joins person j, else 0.
 
   Args:
@@ -172,14 +174,31 @@ def membership_maps(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor,
     valid: bool `[N]`, people that exist; the others get no point.
     refine_centres: (scalar bool) move the centres to the mean embedding of their nearest
       foreground points first (module docstring).
+    lowered_threshold: (scalar bool, phi): where the bool holds, a point joins its person j of
+      the largest phi_j also where it lies within sqrt(-2 log phi) sigma'_j of C_j, sigma'_j from
+      the area of j's members above `membership_threshold`
+      (`mask_only.joins_where_every_slot_is_taken`).
   """
   height, width, _ = seg.shape
-  log_phi, foreground = _log_phi(seg, mask_offset, centres, valid, mask_stride=mask_stride,
-                                 seg_threshold=seg_threshold, membership_sigma=membership_sigma,
-                                 refine_centres=refine_centres)
+  log_phi, foreground, nearest = _log_phi(
+      seg, mask_offset, centres, valid, mask_stride=mask_stride, seg_threshold=seg_threshold,
+      membership_sigma=membership_sigma, refine_centres=refine_centres)
   best, first = first_max(log_phi)
-  member = tf.equal(tf.range(centres.shape[0])[:, None], first) & (
-      best > math.log(membership_threshold))
+  people = tf.range(centres.shape[0])[:, None]
+  log_threshold = math.log(membership_threshold)
+  if lowered_threshold is not None:
+    lowered, phi = lowered_threshold
+
+    def reach():
+      """Per person `[N]`: log phi_j at sqrt(-2 log(phi)) sigma'_j from C_j, sigma'_j from the
+      area of j's members (above `membership_threshold`), not of the points nearest C_j."""
+      members = tf.reduce_sum(tf.cast(tf.equal(people, first) & (best > log_threshold),
+                                      tf.float32) * foreground, axis=1)
+      return math.log(phi) * members / tf.maximum(nearest, 1.0)
+
+    log_threshold = tf.gather(tf.cond(lowered, reach, lambda: tf.fill(
+        [centres.shape[0]], log_threshold)), first)
+  member = tf.equal(people, first) & (best > log_threshold)
   membership = tf.cast(member, tf.float32) * foreground
   return tf.reshape(membership, [centres.shape[0], height, width])
 
@@ -190,9 +209,9 @@ def membership_labels(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor
                       refine_centres: Union[bool, tf.Tensor] = True) -> tf.Tensor:
   """int32 `[M * M]`: the person each point joins in `membership_maps` (the row of its 1), -1
   where it joins none; arguments as there. One label per point instead of `N` maps."""
-  log_phi, foreground = _log_phi(seg, mask_offset, centres, valid, mask_stride=mask_stride,
-                                 seg_threshold=seg_threshold, membership_sigma=membership_sigma,
-                                 refine_centres=refine_centres)
+  log_phi, foreground, _ = _log_phi(
+      seg, mask_offset, centres, valid, mask_stride=mask_stride, seg_threshold=seg_threshold,
+      membership_sigma=membership_sigma, refine_centres=refine_centres)
   best, first = first_max(log_phi)
   joins = (foreground[0] > 0.0) & (best[0] > math.log(membership_threshold))
   return tf.where(joins, first[0], -1)
