@@ -127,7 +127,7 @@ def one_hot_first_max(values: tf.Tensor) -> tf.Tensor:
 
 def _log_phi(seg: tf.Tensor, mask_offset: tf.Tensor, centres: tf.Tensor, valid: tf.Tensor, *,
              mask_stride: int, seg_threshold: float, membership_sigma: float,
-             refine_centres: Union[bool, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
+             refine_centres: Union[bool, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """log phi_j of every point `[N, P]` (-1e30 for people that do not exist), the foreground
   `[1, P]` (0 / 1) of `membership_maps` and per person the foreground points nearest its centre
   `[N]` (sigma_j's area)."""
