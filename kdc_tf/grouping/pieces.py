@@ -30,6 +30,10 @@ MIN_STEP = 0.5
 # (nearest to its identity, type-disjoint from its own) the search considers.
 MAX_ADDED = 3
 CANDIDATE_PIECES = 12
+# Where at most this many people are eligible, the search runs on their rows alone (gathered, each
+# person on its own: the same values); else on all `N` (docs/grouping.md, 'Speed, session 13,
+# round 2').
+REBUILT_ROWS = 8
 
 
 def _piece_subsets(num_candidates: int, max_size: int) -> np.ndarray:
@@ -140,58 +144,80 @@ def complete_from_pieces(keypoints: tf.Tensor, scores: tf.Tensor, valid: tf.Tens
   piece_types = tf.math.unsorted_segment_sum(node_types * node_weight, node_labels, nodes)  # [V, K]
   piece_sums = tf.math.unsorted_segment_sum(node_points * node_weight, node_labels, nodes)
   piece_sizes = tf.reduce_sum(piece_types, axis=1)  # [V]
-  # The person's own pieces: its confident keypoints on a voted keypoint that embed onto it.
-  distance = distances.squared_distance(keypoints[:, None], voted_points[None])  # [N, M, K]
-  on_voted = tf.where(valid[:, None, None] & tf.reshape(node_valid, [slots, num_types])[None],
-                      distance, float("inf"))
-  nearest = reductions.argmin(on_voted, axis=1)  # [N, K]
-  held = tf.reduce_min(on_voted, axis=1) <= claiming.HELD_DISTANCE ** 2
-  embeddings, weights = claiming.corner_embeddings(keypoints, seg, mask_offset, mask_stride,
-                                                   seg_threshold)
-  own = (confident & held
-         & claiming.agrees(embeddings, weights, identity[:, None], tolerance))  # [N, K]
-  own_labels = tf.gather(node_labels, nearest * num_types + tf.range(num_types)[None])
-  # 1 at the labels of the person's own keypoints: a scatter of N K values, not a max over an
-  # [N, K, V] one-hot (0.3 ms at 401).
-  own_pieces = tf.tensor_scatter_nd_max(
-      tf.zeros([num_people, nodes]),
-      tf.reshape(tf.stack([tf.broadcast_to(tf.range(num_people)[:, None], own_labels.shape),
-                           own_labels], axis=-1), [-1, 2]),
-      tf.reshape(tf.cast(own, tf.float32), [-1]))  # [N, V]
-  own_types = tf.linalg.matmul(own_pieces, piece_types)  # [N, K]
-  own_sums = tf.linalg.matmul(own_pieces, piece_sums)
-  own_sizes = tf.linalg.matmul(own_pieces, piece_sizes[:, None])[:, 0]
-  eligible &= (own_sizes > 0.0) & (tf.reduce_max(own_types, axis=1) <= 1.0)
-  # Candidate pieces: type-disjoint from the person's own, nearest to its identity.
-  overlap = tf.linalg.matmul(own_types, piece_types, transpose_b=True)  # [N, V]
-  piece_means = piece_sums / tf.maximum(piece_sizes, 1.0)[:, None]
-  to_identity = distances.squared_distance(piece_means[None], identity[:, None])
-  usable = (overlap == 0.0) & (own_pieces == 0.0) & (piece_sizes > 0.0)[None]
-  nearest_pieces = tf.math.top_k(-tf.where(usable, to_identity, float("inf")),
-                                 k=min(CANDIDATE_PIECES, nodes))
-  candidates = nearest_pieces.indices  # [N, R]
-  candidate_ok = tf.cast(tf.math.is_finite(nearest_pieces.values), tf.float32)
-  subsets = tf.constant(_piece_subsets(candidates.shape[1], MAX_ADDED))  # [S, R]
-  chosen = subsets[None] * candidate_ok[:, None]  # [N, S, R]
-  complete = tf.equal(tf.reduce_sum(chosen, axis=2), tf.reduce_sum(subsets, axis=1)[None])
-  types = own_types[:, None] + tf.einsum("nsr,nrk->nsk", chosen, tf.gather(piece_types,
-                                                                             candidates))
-  sums = own_sums[:, None] + tf.einsum("nsr,nrc->nsc", chosen, tf.gather(piece_sums, candidates))
-  sizes = own_sizes[:, None] + tf.einsum("nsr,nr->ns", chosen, tf.gather(piece_sizes, candidates))
-  gaps = distances.squared_distance(sums / tf.maximum(sizes, 1.0)[..., None],
-                                    identity[:, None])  # [N, S]
-  fits = (complete & (tf.reduce_max(types, axis=2) <= 1.0) & eligible[:, None]
-          & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)))
-  costs = tf.where(fits, gaps, float("inf"))
-  best = reductions.argmin(costs, axis=1)
-  rebuilt = tf.math.is_finite(tf.reduce_min(costs, axis=1))  # [N]
-  added = tf.gather(chosen, best, batch_dims=1)  # [N, R]
-  pieces = own_pieces + tf.einsum("nr,nrv->nv", added, tf.one_hot(candidates, nodes))  # [N, V]
-  taken = tf.reshape(tf.gather(pieces, node_labels, axis=1)
-                     * tf.cast(node_valid, tf.float32)[None], [num_people, slots, num_types])
-  has_type = tf.reduce_sum(taken, axis=1) > 0.0  # [N, K]
-  new_points = tf.einsum("nmk,mkc->nkc", taken, voted_points)
-  new_scores = tf.einsum("nmk,mk->nk", taken, voted_scores)
-  keypoints = tf.where((rebuilt[:, None] & has_type)[..., None], new_points, keypoints)
-  scores = tf.where(rebuilt[:, None], new_scores, scores)
-  return keypoints, scores
+
+  def rebuilt(rows: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """`(keypoints, scores)` of the people `rows` (int32 `[R]`), each rebuilt on its own."""
+    row_keypoints, row_scores, row_valid, row_identity, row_confident, row_eligible = (
+        tf.gather(t, rows) for t in (keypoints, scores, valid, identity, confident, eligible))
+    # The person's own pieces: its confident keypoints on a voted keypoint that embed onto it.
+    distance = distances.squared_distance(row_keypoints[:, None], voted_points[None])  # [R, M, K]
+    on_voted = tf.where(row_valid[:, None, None]
+                        & tf.reshape(node_valid, [slots, num_types])[None],
+                        distance, float("inf"))
+    nearest = reductions.argmin(on_voted, axis=1)  # [R, K]
+    held = tf.reduce_min(on_voted, axis=1) <= claiming.HELD_DISTANCE ** 2
+    embeddings, weights = claiming.corner_embeddings(row_keypoints, seg, mask_offset,
+                                                     mask_stride, seg_threshold)
+    own = (row_confident & held
+           & claiming.agrees(embeddings, weights, row_identity[:, None], tolerance))  # [R, K]
+    own_labels = tf.gather(node_labels, nearest * num_types + tf.range(num_types)[None])
+    # 1 at the labels of the person's own keypoints: a scatter of R K values, not a max over an
+    # [R, K, V] one-hot (0.3 ms at 401).
+    own_pieces = tf.tensor_scatter_nd_max(
+        tf.zeros([rows.shape[0], nodes]),
+        tf.reshape(tf.stack([tf.broadcast_to(tf.range(rows.shape[0])[:, None], own_labels.shape),
+                             own_labels], axis=-1), [-1, 2]),
+        tf.reshape(tf.cast(own, tf.float32), [-1]))  # [R, V]
+    own_types = tf.linalg.matmul(own_pieces, piece_types)  # [R, K]
+    own_sums = tf.linalg.matmul(own_pieces, piece_sums)
+    own_sizes = tf.linalg.matmul(own_pieces, piece_sizes[:, None])[:, 0]
+    row_eligible &= (own_sizes > 0.0) & (tf.reduce_max(own_types, axis=1) <= 1.0)
+    # Candidate pieces: type-disjoint from the person's own, nearest to its identity.
+    overlap = tf.linalg.matmul(own_types, piece_types, transpose_b=True)  # [R, V]
+    piece_means = piece_sums / tf.maximum(piece_sizes, 1.0)[:, None]
+    to_identity = distances.squared_distance(piece_means[None], row_identity[:, None])
+    usable = (overlap == 0.0) & (own_pieces == 0.0) & (piece_sizes > 0.0)[None]
+    nearest_pieces = tf.math.top_k(-tf.where(usable, to_identity, float("inf")),
+                                   k=min(CANDIDATE_PIECES, nodes))
+    candidates = nearest_pieces.indices  # [R, C]
+    candidate_ok = tf.cast(tf.math.is_finite(nearest_pieces.values), tf.float32)
+    subsets = tf.constant(_piece_subsets(candidates.shape[1], MAX_ADDED))  # [S, C]
+    chosen = subsets[None] * candidate_ok[:, None]  # [R, S, C]
+    complete = tf.equal(tf.reduce_sum(chosen, axis=2), tf.reduce_sum(subsets, axis=1)[None])
+    types = own_types[:, None] + tf.einsum("nsr,nrk->nsk", chosen, tf.gather(piece_types,
+                                                                               candidates))
+    sums = own_sums[:, None] + tf.einsum("nsr,nrc->nsc", chosen,
+                                         tf.gather(piece_sums, candidates))
+    sizes = own_sizes[:, None] + tf.einsum("nsr,nr->ns", chosen,
+                                           tf.gather(piece_sizes, candidates))
+    gaps = distances.squared_distance(sums / tf.maximum(sizes, 1.0)[..., None],
+                                      row_identity[:, None])  # [R, S]
+    fits = (complete & (tf.reduce_max(types, axis=2) <= 1.0) & row_eligible[:, None]
+            & (gaps <= tf.square(merging.WHOLE_FRACTION * tolerance)))
+    costs = tf.where(fits, gaps, float("inf"))
+    best = reductions.argmin(costs, axis=1)
+    is_rebuilt = tf.math.is_finite(tf.reduce_min(costs, axis=1))  # [R]
+    added = tf.gather(chosen, best, batch_dims=1)  # [R, C]
+    pieces = own_pieces + tf.einsum("nr,nrv->nv", added, tf.one_hot(candidates, nodes))  # [R, V]
+    taken = tf.reshape(tf.gather(pieces, node_labels, axis=1)
+                       * tf.cast(node_valid, tf.float32)[None], [-1, slots, num_types])
+    has_type = tf.reduce_sum(taken, axis=1) > 0.0  # [R, K]
+    new_points = tf.einsum("nmk,mkc->nkc", taken, voted_points)
+    new_scores = tf.einsum("nmk,mk->nk", taken, voted_scores)
+    return (tf.where((is_rebuilt[:, None] & has_type)[..., None], new_points, row_keypoints),
+            tf.where(is_rebuilt[:, None], new_scores, row_scores))
+
+  if num_people <= REBUILT_ROWS:
+    return rebuilt(tf.range(num_people))
+
+  def first_eligible() -> Tuple[tf.Tensor, tf.Tensor]:
+    """The first `REBUILT_ROWS` people, the eligible ones among them, rebuilt (each person on its
+    own: the others are unchanged)."""
+    order = tf.where(eligible, float(num_people) - tf.range(num_people, dtype=tf.float32), 0.0)
+    rows = tf.math.top_k(order, k=REBUILT_ROWS).indices
+    row_keypoints, row_scores = rebuilt(rows)
+    return (tf.tensor_scatter_nd_update(keypoints, rows[:, None], row_keypoints),
+            tf.tensor_scatter_nd_update(scores, rows[:, None], row_scores))
+
+  return tf.cond(tf.reduce_sum(tf.cast(eligible, tf.int32)) <= REBUILT_ROWS, first_eligible,
+                 lambda: rebuilt(tf.range(num_people)))
