@@ -531,19 +531,27 @@ def test_perfect_keypoint_scores_do_not_depend_on_the_sub_cell_position(eager_gr
   assert min(person_scores) >= 0.9 and np.ptp(person_scores) < 0.05
 
 
-def test_unclaimed_pixels_of_a_person_are_not_a_mask_only_speck(eager_grouper):
-  """Pixels whose embeddings miss their person's centre by 1.5 sigma_j (phi = 0.32, unclaimed)
-  still point at that person: they join it rather than becoming a mask-only "person"."""
+def _person_with_missed_legs():
+  """One person whose lower legs' embeddings miss its centre by 1.5 sigma_j (phi = 0.32, so
+  the membership leaves them): (scene, grouping inputs, the legs' bool mask-grid map)."""
   scene = scenes.make_scene(COCO, SIZE, [(70.0, 12.0, 130.0)], np.random.default_rng(12))
   inputs = _targets(scene)
   member = scene["instance_masks"][0].astype(bool)
   sigma = 0.5 * np.sqrt(member.sum() * 16.0)  # membership_sigma * sqrt(area), input pixels
   rows, cols = np.nonzero(member)
-  blob = (rows >= np.percentile(rows, 85)) & (cols <= np.median(cols))  # part of the legs
-  assert blob.sum() * 16.0 >= 2 * mask_only.MIN_AREA
+  legs = (rows >= np.percentile(rows, 85)) & (cols <= np.median(cols))
+  assert legs.sum() * 16.0 >= 2 * mask_only.MIN_AREA
   offset = inputs["mask_offset"].numpy()
-  offset[rows[blob], cols[blob], 0] += 1.5 * sigma
-  inputs = {**inputs, "mask_offset": tf.constant(offset)}
+  offset[rows[legs], cols[legs], 0] += 1.5 * sigma
+  blob = np.zeros_like(member)
+  blob[rows[legs], cols[legs]] = True
+  return scene, {**inputs, "mask_offset": tf.constant(offset)}, blob
+
+
+def test_unclaimed_pixels_of_a_person_are_not_a_mask_only_speck(eager_grouper):
+  """Pixels whose embeddings miss their person's centre by 1.5 sigma_j (phi = 0.32, unclaimed)
+  still point at that person: they join it rather than becoming a mask-only "person"."""
+  scene, inputs, _ = _person_with_missed_legs()
   result = _run(eager_grouper, inputs)
   assert result["num_people"] == 1
   assert result["keypoints"][0, :, 2].min() > 0
@@ -558,20 +566,11 @@ def test_where_every_slot_is_taken_a_missed_part_joins_its_person_and_a_far_blob
   keypoint person, joins nobody (with a free slot it is a mask-only person)."""
   one_slot = Grouper(_experiment(), GroupingConfig(max_people=1, peaks_per_type=8),
                      jit_compile=False)
-  scene = scenes.make_scene(COCO, SIZE, [(70.0, 12.0, 130.0)], np.random.default_rng(12))
-  inputs = _targets(scene)
-  member = scene["instance_masks"][0].astype(bool)
-  sigma = 0.5 * np.sqrt(member.sum() * 16.0)  # membership_sigma * sqrt(area), input pixels
-  rows, cols = np.nonzero(member)
-  blob = (rows >= np.percentile(rows, 85)) & (cols <= np.median(cols))  # part of the legs
-  offset = inputs["mask_offset"].numpy()
-  offset[rows[blob], cols[blob], 0] += 1.5 * sigma
-  result = _run(one_slot, {**inputs, "mask_offset": tf.constant(offset)})
+  scene, inputs, blob = _person_with_missed_legs()
+  result = _run(one_slot, inputs)
   truth = _reference_masks(scene["instance_masks"].astype(np.float32), (SIZE, SIZE), 1.0)
   assert result["num_people"] == 1 and _iou(result["masks"][0], truth[0]) > 0.9
-  missed = np.zeros((1,) + member.shape, np.float32)
-  missed[0, rows[blob], cols[blob]] = 1.0
-  missed = _reference_masks(missed, (SIZE, SIZE), 1.0)[0]
+  missed = _reference_masks(blob[None].astype(np.float32), (SIZE, SIZE), 1.0)[0]
   assert result["masks"][0][missed].mean() > 0.9  # the missed part joined its person
 
   scene = scenes.make_scene(COCO, SIZE, [(45.0, 10.0, 130.0), (120.0, 40.0, 100.0)],
