@@ -58,6 +58,11 @@ def _match(found_keypoints, truth):
 
 def _reference_masks(maps, output_size, input_scale):
   """Brute force: every map resampled bilinearly (mask-grid coordinate = pixel * scale / 4)."""
+  return _resampled(maps, output_size, input_scale) > 0.5
+
+
+def _resampled(maps, output_size, input_scale):
+  """Every map `[N, M, M]` resampled bilinearly to `output_size`."""
   grid = maps.shape[-1]
 
   def axis(size):
@@ -69,7 +74,7 @@ def _reference_masks(maps, output_size, input_scale):
   wy, wx = wy[:, None], wx[None, :]
   top = maps[:, y0][:, :, x0] * (1 - wx) + maps[:, y0][:, :, x0 + 1] * wx
   bottom = maps[:, y0 + 1][:, :, x0] * (1 - wx) + maps[:, y0 + 1][:, :, x0 + 1] * wx
-  return top * (1 - wy) + bottom * wy > 0.5
+  return top * (1 - wy) + bottom * wy
 
 
 def _iou(a, b):
@@ -298,6 +303,41 @@ def test_output_masks_equal_per_person_resampling():
     np.testing.assert_array_equal(found, _reference_masks(maps.numpy(), output_size, scale))
 
 
+def test_learned_person_probability_draws_the_mask_borders():
+  rng = np.random.default_rng(8)
+  grid, people = 17, 5
+  labels = rng.integers(-1, people, (grid, grid))
+  membership = (labels[None] == np.arange(people)[:, None, None]).astype(np.float32)
+  maps = masks.instance_maps(tf.constant(membership), 0.5)
+  probability = rng.uniform(0.0, 1.0, (grid, grid, 1)).astype(np.float32)
+  tables = masks.resampling_tables(maps)
+  for output_size, scale in (((40, 70), 1.0), ((23, 91), 0.8), ((130, 50), 0.45)):
+    found = masks.output_masks(tables, tf.constant(output_size), tf.constant(scale), 4,
+                               tf.constant(probability), 0.5).numpy().astype(bool)
+    resampled = _resampled(maps.numpy(), output_size, scale)
+    person_probability = _resampled(probability[None, ..., 0], output_size, scale)[0]
+    assert found.sum(axis=0).max() <= 1
+    label = np.where(found.any(axis=0), found.argmax(axis=0), -1)
+    owned = label >= 0
+    # Every mask pixel is on the person probability and on enough of its own person's map ...
+    assert np.all(person_probability[owned] > 0.5)
+    assert np.all(np.take_along_axis(resampled, np.maximum(label, 0)[None], 0)[0][owned]
+                  > masks.INSTANCE_FLOOR)
+    # ... and where one person clearly leads on the probability, the pixel is that person's.
+    ordered = np.sort(resampled, axis=0)
+    clear = ((ordered[-1] - ordered[-2] > 0.2) & (ordered[-1] > masks.INSTANCE_FLOOR + 0.05)
+             & (person_probability > 0.55))
+    assert clear.mean() > 0.2
+    np.testing.assert_array_equal(label[clear], resampled.argmax(axis=0)[clear])
+    # Off the probability nobody is there, even inside a membership map above 0.5.
+    assert not owned[person_probability < 0.5].any()
+    assert (resampled.max(axis=0)[person_probability < 0.5] > 0.5).any()
+    # Without the probability (perfect maps) the membership maps alone draw the masks.
+    unchanged = masks.output_masks(tables, tf.constant(output_size), tf.constant(scale), 4,
+                                   tf.constant(probability), 0.5, use_probability=False)
+    np.testing.assert_array_equal(unchanged.numpy(), resampled > 0.5)
+
+
 def test_fixed_output_shapes_and_types(grouper):
   scene = scenes.make_scene(COCO, SIZE, [(80.0, 10.0, 120.0)])
   result = grouper(_targets(scene), (97, 33), 2.5)
@@ -439,7 +479,7 @@ def test_compiled_stages_need_no_input_values(grouper):
   candidate_poses, keypoint_scores, seed_scores, overlaps, _, *voted = grouper._find_poses(*inputs)
   selected = poses.select_people(overlaps, seed_scores, MAX_PEOPLE, 0.01)
   people_args = [selected, candidate_poses, keypoint_scores, *voted, *inputs[2:]]
-  maps = grouper._make_people(*people_args)[-2]
+  maps = grouper._make_people(*people_args)[-3]
   for stage, args in ((grouper._find_poses, inputs),
                       (grouper._make_people, people_args),
                       (grouper._resampling_tables, [maps])):

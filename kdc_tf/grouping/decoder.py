@@ -191,7 +191,7 @@ class Grouper(tf.Module):
                                self._config.peak_threshold)
     selected = poses.drop_repeats(pool, candidate_poses, self._config.nms_radius,
                                   self._config.max_people, keypoint_scores > 0.0)
-    keypoints, scores, mask_scores, maps, num_people = self._make_people(
+    keypoints, scores, mask_scores, maps, num_people, exact = self._make_people(
         selected, candidate_poses, keypoint_scores, voted_points, voted_scores, midrange, seg,
         mask_offset)
     tables = self._resampling_tables(maps)
@@ -202,7 +202,9 @@ class Grouper(tf.Module):
         "keypoints": tf.concat([xy, keypoints[..., 2:]], axis=-1),
         "scores": scores,
         "mask_scores": mask_scores,
-        "masks": masks.output_masks(tables, output_size, input_scale, geometry.MASK_STRIDE),
+        # On learned maps the person probability draws the masks' borders (`output_masks`).
+        "masks": masks.output_masks(tables, output_size, input_scale, geometry.MASK_STRIDE,
+                                    seg, self._config.seg_threshold, use_probability=~exact),
         "num_people": num_people,
     }
 
@@ -262,7 +264,7 @@ class Grouper(tf.Module):
   def _people_and_instance_maps(self, selected, candidate_poses, keypoint_scores, voted_points,
                                 voted_scores, midrange, seg, mask_offset):
     """Stage 3: keypoints `[N, K, 3]` (input pixels), scores `[N]`, mask scores `[N]`, instance
-    maps `[N, M, M]` and the number of people."""
+    maps `[N, M, M]`, the number of people and whether the embeddings are exact (perfect maps)."""
     config = self._config
     valid = selected >= 0
     index = tf.maximum(selected, 0)
@@ -358,4 +360,4 @@ class Grouper(tf.Module):
     mask_scores = scoring.order_ties_by_area(mask_scores, tf.reduce_sum(membership, axis=[1, 2]))
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
     return (keypoints, scores, mask_scores, masks.instance_maps(membership, self._igo_cells),
-            num_people)
+            num_people, exact)
