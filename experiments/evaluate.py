@@ -9,8 +9,8 @@ the annotation file:
   python -m experiments.evaluate --checkpoint=/tmp/kdc_run --annotations=... --images=val2017/ \
       --dataset=coco --input_size=401 --output=results.json
 
-Without --input_size a model is evaluated at its own size (its training input size, or the
-export's), as in export and predict.
+Without --input_size a model is evaluated at its own size (its test input size, else its training
+input size, or the export's), as in export and predict.
 
 Prints the AP/AR tables, the per-keypoint-type table (mean OKS term and mean confidence of the
 keypoints matched at OKS 0.5, `kdc_tf.evaluation.per_keypoint`) and ends with

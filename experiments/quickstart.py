@@ -6,8 +6,9 @@ r"""The whole tool chain on the embedded synthetic dataset, in a few minutes on 
 2. Saves a PNG of one training example with its KDC targets (heatmaps, KeyCentroid arrows,
    instances, MaskCentroid arrows).
 3. Trains a small KDC network (`experiments.presets.quickstart_config`: 'small' trunk at stride
-   16, light separable heads, PoseNet on the stride-4 decoder, 289 x 289 input, batch 4, the
-   weights' moving average at the end; bfloat16 where the hardware has it natively) with the real
+   16, light separable heads, PoseNet on the stride-4 decoder, batch 4 of 193 x 193 crops of the
+   images at the 289 x 289 test scale, the weights' moving average at the end; bfloat16 where the
+   hardware has it natively) with the real
    trainer; rerunning resumes from the checkpoint. TensorBoard logs go to <work_dir>/model.
 4. Evaluates it on the synthetic validation split with the in-graph predictor (with the flip test
    unless --noflip_test) and pycocotools, and saves prediction overlays.

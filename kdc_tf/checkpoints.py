@@ -47,11 +47,15 @@ def restore_model(model_dir_or_checkpoint: str,
 
   The architecture comes from the model_dir's experiment_config.json; ImageNet weights are not
   reloaded (the checkpoint holds every weight). `input_size` rebuilds the fully convolutional
-  model for another test scale ((size - 1) divisible by the output stride and by 4); the returned
-  config then carries that size. The model follows the current global Keras dtype policy.
+  model for another test scale ((size - 1) divisible by the output stride and by 4); without it,
+  the model's `geometry.test_input_size` when set (a model trained on crops), else its training
+  size. The returned config carries the size built. The model follows the current global Keras
+  dtype policy.
   """
   model_dir, prefix = resolve_checkpoint(model_dir_or_checkpoint)
   config = load_config(model_dir)
+  if input_size is None:
+    input_size = config.geometry.test_input_size
   if input_size is not None:
     config = config.with_input_size(input_size)
   model = build_kdc_model(dataclasses.replace(config.model, weights=None), config.geometry)

@@ -18,7 +18,7 @@ the short side is padded with zeros at the bottom/right.
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -60,6 +60,10 @@ class Geometry:
   input_size: int = 401
   output_stride: int = 8
   disk_radius: float = 32.0
+  # The square input at test time when it is not `input_size`: a model trained on crops (inputs
+  # smaller than the scaled images, `AugmentConfig.min_scale` > 1) sees whole images at this size.
+  # None: `input_size`. Used where a model is restored without a test scale (`restore_model`).
+  test_input_size: Optional[int] = None
 
   def __post_init__(self):
     get_dataset_spec(self.dataset)
@@ -67,8 +71,10 @@ class Geometry:
       raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
     if self.disk_radius <= 0:
       raise ValueError(f"disk_radius must be positive, got {self.disk_radius}")
-    grid_size(self.input_size, self.output_stride)
-    mask_grid_size(self.input_size)
+    for size in (self.input_size, self.test_input_size):
+      if size is not None:
+        grid_size(size, self.output_stride)
+        mask_grid_size(size)
 
   @property
   def spec(self) -> DatasetSpec:
@@ -88,7 +94,7 @@ class Geometry:
 
   def with_input_size(self, input_size: int) -> "Geometry":
     """The same geometry at another (test) scale: the network is fully convolutional."""
-    return dataclasses.replace(self, input_size=input_size)
+    return dataclasses.replace(self, input_size=input_size, test_input_size=None)
 
 
 def grid_points(height: int, width: int, stride: int) -> tf.Tensor:

@@ -112,8 +112,9 @@ class Predictor(tf.Module):
       model_dir_or_checkpoint: a training model_dir, or a checkpoint path inside one.
       grouping_config: decoder settings; `GroupingConfig()` when None, with the steps the model
         cannot feed switched off (`ExperimentConfig.decoding_config`).
-      input_size: square test scale (the model is rebuilt for it); the training input size
-        when None. (size - 1) must be divisible by the output stride and by 4.
+      input_size: square test scale (the model is rebuilt for it); when None, the model's
+        `geometry.test_input_size` if set, else its training input size. (size - 1) must be
+        divisible by the output stride and by 4.
       jit_compile_grouping, flip: as in `__init__`.
     """
     model, config = checkpoints.restore_model(model_dir_or_checkpoint, input_size=input_size)

@@ -16,7 +16,8 @@ from absl import flags
 from data_pipeline.input_pipeline import build_dataset
 from experiments import train
 from kdc_tf.checkpoints import restore_model
-from kdc_tf.config import ExperimentConfig, TrainConfig, apply_overrides, load_config
+from kdc_tf.config import (ExperimentConfig, TrainConfig, apply_overrides, load_config,
+                            save_config)
 from kdc_tf.geometry import OFFSET_SCALE, Geometry
 from kdc_tf.modeling import ModelConfig, trunk_name
 from kdc_tf.training import NonFiniteLossError, Trainer, create_strategy
@@ -172,6 +173,27 @@ def test_restore_model_rebuilds_the_trained_network_from_model_dir(resumed_run):
   larger, larger_config = restore_model(resumed_run["model_dir"] + "/ckpt-6", input_size=161)
   assert larger.output["seg_logits"].shape[1:3] == (41, 41)
   assert larger_config.geometry.input_size == 161
+
+
+def test_a_model_trained_on_crops_is_restored_at_its_test_input_size(resumed_run, tmp_path):
+  with pytest.raises(ValueError, match="multiple of"):
+    Geometry(input_size=SIZE, test_input_size=160)
+  config = resumed_run["second"].config
+  cropped = dataclasses.replace(
+      config, geometry=dataclasses.replace(config.geometry, test_input_size=161))
+  model_dir = str(tmp_path)
+  save_config(cropped, model_dir)
+  checkpoint = tf.train.latest_checkpoint(resumed_run["model_dir"])
+  for path in tf.io.gfile.glob(checkpoint + ".*"):
+    tf.io.gfile.copy(path, os.path.join(model_dir, os.path.basename(path)))
+  with open(os.path.join(model_dir, "checkpoint"), "w") as f:  # the state file, at the copy
+    f.write(f'model_checkpoint_path: "{os.path.basename(checkpoint)}"\n')
+  model, restored = restore_model(model_dir)
+  assert model.output["seg_logits"].shape[1:3] == (41, 41)
+  assert restored.geometry.input_size == 161 and restored.geometry.test_input_size is None
+  assert load_config(model_dir) == cropped  # the field survives the JSON
+  model, restored = restore_model(model_dir, input_size=SIZE)  # an explicit scale wins
+  assert model.output["seg_logits"].shape[1:3] == ((SIZE - 1) // 4 + 1,) * 2
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(resumed_run):
