@@ -313,15 +313,22 @@ def output_masks(tables: ResamplingTables, output_size: tf.Tensor, input_scale: 
   upper_value = tf.gather(value, y_lower) + weight * tf.gather(down_slope, y_lower)
   lower_value = tf.gather(up, y_lower) + weight * tf.gather(up_slope, y_lower)
   upper_label, lower_label = tf.gather(row_label, y_lower), tf.gather(row_label, y_lower + 1)
-  pixel_label = tf.where(upper_value > MASK_THRESHOLD, upper_label,
-                         tf.where(lower_value > MASK_THRESHOLD, lower_label, -1))
-  if person_probability is not None:
+
+  def from_maps():
+    return tf.where(upper_value > MASK_THRESHOLD, upper_label,
+                    tf.where(lower_value > MASK_THRESHOLD, lower_label, -1))
+
+  def from_probability():
     upper_wins = upper_value >= lower_value
     best = tf.where(upper_wins, upper_value, lower_value)
     probability = _resample_map(person_probability[..., 0], x_lower, x_weight, y_lower, weight)
-    drawn = tf.where((best > INSTANCE_FLOOR) & (probability > seg_threshold),
-                     tf.where(upper_wins, upper_label, lower_label), -1)
-    pixel_label = tf.where(use_probability, drawn, pixel_label)
+    return tf.where((best > INSTANCE_FLOOR) & (probability > seg_threshold),
+                    tf.where(upper_wins, upper_label, lower_label), -1)
+
+  if person_probability is None:
+    pixel_label = from_maps()
+  else:
+    pixel_label = tf.cond(tf.convert_to_tensor(use_probability), from_probability, from_maps)
   return tf.one_hot(pixel_label, num_people, on_value=1, off_value=0, axis=0, dtype=tf.uint8)
 
 
