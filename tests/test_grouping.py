@@ -291,12 +291,15 @@ def test_non_square_output_and_input_scale(grouper):
   assert _iou(result["masks"][0], truth[0]) > 0.9
 
 
-def test_output_masks_equal_per_person_resampling():
-  rng = np.random.default_rng(6)
-  grid, people = 17, 5
+def _random_instance_maps(rng, grid=17, people=5):
+  """IGO-smoothed instance maps `[people, grid, grid]` of random disjoint memberships."""
   labels = rng.integers(-1, people, (grid, grid))
   membership = (labels[None] == np.arange(people)[:, None, None]).astype(np.float32)
-  maps = masks.instance_maps(tf.constant(membership), 0.5)
+  return masks.instance_maps(tf.constant(membership), 0.5)
+
+
+def test_output_masks_equal_per_person_resampling():
+  maps = _random_instance_maps(np.random.default_rng(6))
   for output_size, scale in (((40, 70), 1.0), ((23, 91), 0.8), ((130, 50), 0.45), ((30, 31), 2.5)):
     found = masks.output_masks(masks.resampling_tables(maps), tf.constant(output_size),
                                tf.constant(scale), 4).numpy()
@@ -305,11 +308,8 @@ def test_output_masks_equal_per_person_resampling():
 
 def test_learned_person_probability_draws_the_mask_borders():
   rng = np.random.default_rng(8)
-  grid, people = 17, 5
-  labels = rng.integers(-1, people, (grid, grid))
-  membership = (labels[None] == np.arange(people)[:, None, None]).astype(np.float32)
-  maps = masks.instance_maps(tf.constant(membership), 0.5)
-  probability = rng.uniform(0.0, 1.0, (grid, grid, 1)).astype(np.float32)
+  maps = _random_instance_maps(rng)
+  probability = rng.uniform(0.0, 1.0, (*maps.shape[1:], 1)).astype(np.float32)
   tables = masks.resampling_tables(maps)
   for output_size, scale in (((40, 70), 1.0), ((23, 91), 0.8), ((130, 50), 0.45)):
     found = masks.output_masks(tables, tf.constant(output_size), tf.constant(scale), 4,
