@@ -62,7 +62,7 @@ def test_save_and_load_round_trip_with_one_geometry(tmp_path):
   save_config(config, str(tmp_path))
   written = json.loads((tmp_path / config_lib.CONFIG_FILENAME).read_text())
   assert written["geometry"] == {"dataset": "coco", "input_size": 193, "output_stride": 8,
-                                 "disk_radius": 8.0}
+                                 "disk_radius": 8.0, "test_input_size": None}
   assert "input_size" not in written["model"] and "input_size" not in written["encoder"]
   assert written["model"]["offset_scale"] == OFFSET_SCALE
   assert load_config(str(tmp_path)) == config
