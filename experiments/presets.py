@@ -37,10 +37,9 @@ QUICKSTART_MODEL = ModelConfig(depth="small", trunk_stride=16, neck_width=128, p
 QUICKSTART_EMA_MOMENTUM = 0.995
 # Crops at the test scale and flips only: the embedded data's people already vary in size and pose,
 # and scale/rotation augmentation slows learning within the quick start's budget.
-QUICKSTART_AUGMENT = AugmentConfig(
-    min_scale=(QUICKSTART_TEST_INPUT_SIZE - 1) / (QUICKSTART_INPUT_SIZE - 1),
-    max_scale=(QUICKSTART_TEST_INPUT_SIZE - 1) / (QUICKSTART_INPUT_SIZE - 1),
-    max_rotation_degrees=0.0)
+_CROP_SCALE = (QUICKSTART_TEST_INPUT_SIZE - 1) / (QUICKSTART_INPUT_SIZE - 1)
+QUICKSTART_AUGMENT = AugmentConfig(min_scale=_CROP_SCALE, max_scale=_CROP_SCALE,
+                                   max_rotation_degrees=0.0)
 # Offset losses weighted _OFFSET_FACTOR x DESIGN.md's: KeyCentroid limits this model's AP most.
 # The membership loss at a quarter of its weight: at full weight it takes the shared decoder
 # features from the offsets (weights 1 / 0.5 / 0.25 / 0 measured in docs/learning.md).

@@ -272,9 +272,9 @@ def output_masks(tables: ResamplingTables, output_size: tf.Tensor, input_scale: 
   model 0.332 -> 0.350); a perfect, binary one carries no such information (oracle segm AP 0.002
   - 0.009 lower), so the decoder uses it on learned maps only (docs/grouping.md).
 
-  Exactly the per-person resampling, at a cost independent of N at output resolution. The maps
-  sum to at most 1 at every point, and bilinear weights keep that, so at most one person exceeds
-  0.5 anywhere; one above 0.5 at an interpolated point is above 0.5 at one of the two grid points
+  Without the probability: exactly the per-person resampling, at a cost independent of N at
+  output resolution. The maps sum to at most 1 at every point, and bilinear weights keep that, so
+  at most one person exceeds 0.5 anywhere; one above 0.5 at an interpolated point is above 0.5 at one of the two grid points
   it is interpolated from, where it is the largest. So horizontally (on mask-grid rows, `[M, Wo]`)
   only the largest people of the left and right grid points are interpolated, and vertically only
   the winners of the upper and lower rows; the label image is expanded by one `one_hot`.
