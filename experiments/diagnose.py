@@ -9,9 +9,11 @@ Decodes the model's head outputs with each one replaced by its ground-truth targ
 but one, and evaluates every row with pycocotools on the same images. Without --annotations it
 uses the embedded synthetic validation split. Prints one table (keypoints AP, AP50, segm AP,
 people per image, mean person score) and writes it as `<output_prefix>.md` and `.csv`, by default
-`diagnosis.md` / `diagnosis.csv` beside the model's checkpoints. The grouping flags are those of
-experiments.predict (the trained model's decoding defaults otherwise). An exported SavedModel holds
-only the decoded people, not the head outputs: diagnose its training model_dir.
+`diagnosis.md` / `diagnosis.csv` beside the model's checkpoints; under it, for the model's row and
+the oracle's, how well the true people are found by how much they overlap another person
+(`kdc_tf.evaluation.overlap`: separate, partly or heavily overlapping boxes). The grouping flags
+are those of experiments.predict (the trained model's decoding defaults otherwise). An exported
+SavedModel holds only the decoded people, not the head outputs: diagnose its training model_dir.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from kdc_tf import evaluation, grouping
 from kdc_tf.checkpoints import restore_model
 from kdc_tf.config import ExperimentConfig
 from kdc_tf.datasets import get_dataset_spec
-from kdc_tf.evaluation import diagnosis
+from kdc_tf.evaluation import diagnosis, overlap
 
 FLAGS = flags.FLAGS
 
@@ -98,6 +100,8 @@ def main(argv: Sequence[str]) -> None:
   rows = diagnosis.diagnose(diagnosis_cases(model, config, examples()), grouper, coco_gt,
                             FLAGS.dataset, diagnosis.substitutions(FLAGS.all_but_one))
   table = diagnosis.to_markdown(rows, diagnosis.ground_truth_people_per_image(coco_gt, image_ids))
+  for row in (rows[0], rows[-1]):  # the model and the oracle
+    table += f"\nTrue people by overlap, {row.name}:\n\n{overlap.to_markdown(row.overlap)}"
   prefix = FLAGS.output_prefix or os.path.join(_model_dir(model_path), "diagnosis")
   with open(prefix + ".md", "w") as f:
     f.write(f"Substitution analysis of {model_path} on {annotations} "

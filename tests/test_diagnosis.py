@@ -49,7 +49,12 @@ def test_every_substitution_is_a_row_of_the_table(diagnosed):
   names = [s.name for s in diagnosis.substitutions(all_but_one=True)]
   assert list(diagnosed["rows"]) == names
   assert "| GT all (oracle) |" in diagnosed["stdout"]
-  assert os.path.exists(os.path.join(diagnosed["model_dir"], "diagnosis.md"))
+  with open(os.path.join(diagnosed["model_dir"], "diagnosis.md")) as f:
+    written = f.read()
+  for name in ("model", "GT all (oracle)"):
+    section = f"True people by overlap, {name}:"
+    assert section in diagnosed["stdout"] and section in written
+  assert written.count("| separate (0) |") == 2
 
 
 def test_all_replaced_is_the_oracle_and_the_model_is_below_it(diagnosed):

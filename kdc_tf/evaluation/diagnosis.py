@@ -6,6 +6,7 @@ are both computed; each `Substitution` decodes the model's outputs with some of 
 their targets. All rows are evaluated with pycocotools on the same images, so the row whose
 replacement gains the most names the head that loses the most. Replacing everything is the oracle
 (same encoder, same decoder), so that row equals `experiments.oracle` at the same test scale.
+Each row also splits its people's quality by how much the true people overlap (`overlap`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from absl import logging
 from pycocotools.coco import COCO
 
 from kdc_tf import grouping
+from kdc_tf.datasets import get_dataset_spec
+from kdc_tf.evaluation import overlap
 from kdc_tf.evaluation.coco_evaluator import KEYPOINTS, SEGM
 from kdc_tf.evaluation.evaluator import evaluate
 from kdc_tf.evaluation.results import grouping_to_results
@@ -57,6 +60,7 @@ class DiagnosisRow:
   segm_ap: Optional[float]
   people_per_image: float
   mean_person_score: float
+  overlap: List[overlap.BandRow]
 
 
 _COLUMNS = ("replaced", "keypoints AP", "keypoints AP50", "segm AP", "people / image",
@@ -137,6 +141,7 @@ def diagnose(cases: Iterable[DiagnosisCase], grouper: grouping.Grouper, coco_gt:
                for name, row_results in results.items()}
 
   table = []
+  sigmas = get_dataset_spec(dataset).oks_sigmas
   for row in rows:
     stats = evaluate(results[row.name], coco_gt, dataset, image_ids).stats
     table.append(DiagnosisRow(
@@ -144,7 +149,8 @@ def diagnose(cases: Iterable[DiagnosisCase], grouper: grouping.Grouper, coco_gt:
         keypoints_ap50=stats[KEYPOINTS]["AP50"],
         segm_ap=stats[SEGM]["AP"] if SEGM in stats else None,
         people_per_image=float(np.mean(people[row.name])) if image_ids else 0.0,
-        mean_person_score=float(np.mean(scores[row.name])) if scores[row.name] else 0.0))
+        mean_person_score=float(np.mean(scores[row.name])) if scores[row.name] else 0.0,
+        overlap=overlap.overlap_report(results[row.name], coco_gt, image_ids, sigmas)))
     logging.info("%s: %s", row.name, " ".join(_cells(table[-1])[1:]))
   return table
 
