@@ -1,11 +1,14 @@
 """Base experiment configurations shared by binaries (a library, not a binary).
 
 `quickstart_config`: the quick start's small-trunk run on the embedded synthetic data
-(`experiments.quickstart`, and the default base of `experiments.ablate`). How each of its choices
+(`experiments.quickstart`, and the default base of `experiments.ablate`); `whole_image_finish`:
+its last steps, on whole images at the test scale. How each of its choices
 was measured against the alternatives: docs/learning.md, 'The quick-start recipe'.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from kdc_tf.config import AugmentConfig, ExperimentConfig, LossConfig, TrainConfig
 from kdc_tf.geometry import Geometry
@@ -17,16 +20,21 @@ from kdc_tf.modeling.config import ModelConfig
 # 257 for 4400 (docs/learning.md, 'Arms, a leaner step and 289 x 289'). Training on 193 x 193
 # crops of the images at the 289 scale (relative scale 288 / 192 = 1.5) keeps that resolution for
 # 0.6x the step: 5400 crop steps beat 3600 whole-image ones in the same time (docs/learning.md,
-# 'Training on crops'); the model is tested on whole images at 289.
+# 'Training on crops'); the model is tested on whole images at 289. The last
+# QUICKSTART_FINISH_STEPS train on whole images at 289 (`whole_image_finish`): crops cut most
+# people, and the MaskCentroid offsets learn whole people there (docs/learning.md, 'Where the masks
+# are lost').
 QUICKSTART_INPUT_SIZE = 193
 QUICKSTART_TEST_INPUT_SIZE = 289
 QUICKSTART_OUTPUT_STRIDE = 4
 QUICKSTART_DISK_RADIUS = 16.0
 # Batch 4 for twice the steps of batch 8 on the same images: a CPU step costs about the same per
-# image, and the extra updates learn more (docs/learning.md, 'bfloat16 and batch 4'). 5400 crop
-# steps take about 6 minutes on 2 cores with native bfloat16 (docs/learning.md, 'Training on crops').
+# image, and the extra updates learn more (docs/learning.md, 'bfloat16 and batch 4'). 4600 crop
+# steps and 600 whole-image ones take about 6 minutes on 2 cores with native bfloat16, as 5400
+# crop steps did (docs/learning.md, 'Training on crops').
 QUICKSTART_BATCH_SIZE = 4
-QUICKSTART_STEPS = 5400
+QUICKSTART_STEPS = 5200
+QUICKSTART_FINISH_STEPS = 600
 QUICKSTART_LEARNING_RATE = 3e-3
 # The 'small' trunk with light heads: the default heads' widths bound the step time without
 # helping the AP. Separable 3x3 head convs: a step 0.79x as long for the same AP.
@@ -68,3 +76,18 @@ def quickstart_config(train_pattern: str, steps: int = QUICKSTART_STEPS,
                         summary_every=25, image_summary_every=max(steps // 4, 1), log_every=25,
                         strategy="one_device", seed=seed, precision=precision,
                         ema_momentum=QUICKSTART_EMA_MOMENTUM))
+
+
+def whole_image_finish(config: ExperimentConfig, steps: int) -> ExperimentConfig:
+  """`config`, a run on crops, going on for `steps` more steps on whole images (scale 1, flips)
+  at its test scale: the `Trainer` resumes its checkpoints there (`_check_model_dir`)."""
+  geometry = config.geometry
+  if geometry.test_input_size is None:
+    raise ValueError("whole_image_finish needs a run on crops (geometry.test_input_size set)")
+  if steps < 1:
+    raise ValueError(f"steps must be >= 1, got {steps}")
+  train = config.train
+  return dataclasses.replace(
+      config, geometry=geometry.with_input_size(geometry.test_input_size),
+      augment=dataclasses.replace(config.augment, min_scale=1.0, max_scale=1.0),
+      train=dataclasses.replace(train, epochs=1, steps_per_epoch=train.total_steps + steps))

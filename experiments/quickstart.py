@@ -7,9 +7,10 @@ r"""The whole tool chain on the embedded synthetic dataset, in a few minutes on 
    instances, MaskCentroid arrows).
 3. Trains a small KDC network (`experiments.presets.quickstart_config`: 'small' trunk at stride
    16, light separable heads, PoseNet on the stride-4 decoder, batch 4 of 193 x 193 crops of the
-   images at the 289 x 289 test scale, the weights' moving average at the end; bfloat16 where the
-   hardware has it natively) with the real
-   trainer; rerunning resumes from the checkpoint. TensorBoard logs go to <work_dir>/model.
+   images at the 289 x 289 test scale, then the last --finish_steps on whole images at 289
+   (`presets.whole_image_finish`), the weights' moving average at the end; bfloat16 where the
+   hardware has it natively) with the real trainer; rerunning resumes from the checkpoint.
+   TensorBoard logs go to <work_dir>/model.
 4. Evaluates it on the synthetic validation split with the in-graph predictor (with the flip test
    unless --noflip_test) and pycocotools, and saves prediction overlays.
 
@@ -30,9 +31,10 @@ from absl import app, flags, logging
 from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments.evaluation_runner import predict_dataset
-from experiments.presets import QUICKSTART_LEARNING_RATE, QUICKSTART_STEPS, quickstart_config
+from experiments.presets import (QUICKSTART_FINISH_STEPS, QUICKSTART_LEARNING_RATE,
+                                 QUICKSTART_STEPS, quickstart_config, whole_image_finish)
 from kdc_tf import evaluation
-from kdc_tf.config import PRECISIONS, ExperimentConfig
+from kdc_tf.config import CONFIG_FILENAME, PRECISIONS, ExperimentConfig, load_config
 from kdc_tf.inference import Predictor
 from kdc_tf.training import Trainer, create_strategy
 from kdc_tf.training.precision import fastest_precision
@@ -47,7 +49,11 @@ _NUM_OVERLAYS = 4
 def define_flags() -> None:
   """Defines this binary's flags (in a function so that importing this module defines none)."""
   flags.DEFINE_string("work_dir", "work_dirs/quickstart", "Where the model, logs and PNGs go.")
-  flags.DEFINE_integer("steps", QUICKSTART_STEPS, "Training steps (batch 4).", lower_bound=1)
+  flags.DEFINE_integer("steps", QUICKSTART_STEPS, "Training steps (batch 4), the finish "
+                       "included.", lower_bound=1)
+  flags.DEFINE_integer("finish_steps", QUICKSTART_FINISH_STEPS, "The last steps train on whole "
+                       "images at the test scale instead of crops; 0: crops throughout.",
+                       lower_bound=0)
   flags.DEFINE_float("learning_rate", QUICKSTART_LEARNING_RATE, "Adam learning rate (the "
                      "paper's 1e-5 is for ResNet-101 over 400 COCO epochs).")
   flags.DEFINE_integer("seed", 0, "Seed of initialisation and input order.")
@@ -85,16 +91,27 @@ def main(argv: Sequence[str]) -> None:
   work_dir = FLAGS.work_dir
   os.makedirs(work_dir, exist_ok=True)
   data = synthetic.ensure_embedded_dataset()
+  if FLAGS.finish_steps >= FLAGS.steps:
+    raise app.UsageError(f"--finish_steps={FLAGS.finish_steps} must be below "
+                         f"--steps={FLAGS.steps}")
   precision = fastest_precision() if FLAGS.precision == "auto" else FLAGS.precision
-  config = quickstart_config(data["train"], FLAGS.steps, FLAGS.learning_rate, FLAGS.seed,
-                             precision)
+  config = quickstart_config(data["train"], FLAGS.steps - FLAGS.finish_steps,
+                             FLAGS.learning_rate, FLAGS.seed, precision)
   save_example_targets(data["train"], config, os.path.join(work_dir, "targets.png"))
 
   model_dir = os.path.join(work_dir, "model")
-  trainer = Trainer(config, model_dir, create_strategy(config.train.strategy))
-  trainer.run(build_dataset(data["train"], config.geometry, config.encoder, config.augment,
-                            config.train.batch_size, training=True, seed=config.train.seed,
-                            deterministic=True))
+  stages = [(config, config.train.seed)]
+  if FLAGS.finish_steps:
+    finish = whole_image_finish(config, FLAGS.finish_steps)
+    if os.path.exists(os.path.join(model_dir, CONFIG_FILENAME)) and (
+        load_config(model_dir).geometry == finish.geometry):
+      stages = []  # Resumed after the crops' stage had ended.
+    stages.append((finish, config.train.seed + 1))
+  for stage, seed in stages:
+    trainer = Trainer(stage, model_dir, create_strategy(stage.train.strategy))
+    trainer.run(build_dataset(data["train"], stage.geometry, stage.encoder, stage.augment,
+                              stage.train.batch_size, training=True, seed=seed,
+                              deterministic=True))
 
   predictor = Predictor.from_model_dir(model_dir, flip=FLAGS.flip_test)
   logging.info("Evaluating on the synthetic validation split%s",

@@ -15,6 +15,7 @@ from absl import flags
 
 from data_pipeline.input_pipeline import build_dataset
 from experiments import train
+from experiments.presets import whole_image_finish
 from kdc_tf.checkpoints import restore_model
 from kdc_tf.config import (ExperimentConfig, TrainConfig, apply_overrides, load_config,
                             save_config)
@@ -194,6 +195,33 @@ def test_a_model_trained_on_crops_is_restored_at_its_test_input_size(resumed_run
   assert load_config(model_dir) == cropped  # the field survives the JSON
   model, restored = restore_model(model_dir, input_size=SIZE)  # an explicit scale wins
   assert model.output["seg_logits"].shape[1:3] == ((SIZE - 1) // 4 + 1,) * 2
+
+
+def test_a_run_on_crops_goes_on_on_whole_images_at_its_test_scale(tmp_path, small_embedded):
+  """The quick start's finish: the checkpoints of 65 x 65 crops resume on whole images at 97."""
+  pattern = small_embedded["train"]
+  crops = ExperimentConfig(
+      geometry=Geometry(input_size=65, test_input_size=97), model=ModelConfig(depth="tiny"),
+      train=TrainConfig(train_pattern=pattern, learning_rate=1e-3, epochs=1, steps_per_epoch=2,
+                        checkpoint_every=2, seed=0, strategy="one_device"))
+  finish = whole_image_finish(crops, steps=2)
+  assert (finish.geometry.input_size, finish.geometry.test_input_size) == (97, None)
+  assert (finish.augment.min_scale, finish.augment.max_scale) == (1.0, 1.0)
+  assert finish.train.total_steps == 4
+  model_dir = str(tmp_path)
+  for config in (crops, finish):
+    trainer = Trainer(config, model_dir, create_strategy("one_device"))
+    losses = trainer.run(build_dataset(pattern, config.geometry, config.encoder, config.augment,
+                                       2, training=True, seed=0))
+  assert losses["step"] == 4 and int(trainer.optimizer.iterations.numpy()) == 4
+  assert load_config(model_dir).geometry == finish.geometry
+  model, _ = restore_model(model_dir)
+  assert model.output["seg_logits"].shape[1:3] == (25, 25)  # built at 97
+  other = dataclasses.replace(finish, geometry=finish.geometry.with_input_size(129))
+  with pytest.raises(ValueError, match="another geometry configuration"):
+    Trainer(other, model_dir, create_strategy("one_device"))
+  with pytest.raises(ValueError, match="needs a run on crops"):
+    whole_image_finish(finish, steps=2)
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(resumed_run):

@@ -123,11 +123,23 @@ class Trainer:
     self._restore()
 
   def _check_model_dir(self) -> None:
-    """Saves the config; refuses a model_dir whose checkpoints cannot be resumed with it."""
+    """Saves the config; refuses a model_dir whose checkpoints cannot be resumed with it.
+
+    One change of geometry is resumable: a model trained on crops (`Geometry.test_input_size`
+    set) going on at its test scale, the whole-image finish of `experiments.quickstart` (the
+    network is fully convolutional, its variables do not depend on the input size).
+    """
     if self._resuming:
       previous, current = load_config(self.model_dir), self.config
+      previous_geometry = previous.geometry
+      if (previous_geometry.test_input_size is not None and current.geometry ==
+          previous_geometry.with_input_size(previous_geometry.test_input_size)):
+        logging.info("Continuing the crop-trained checkpoints of %s on %d x %d inputs, the "
+                     "model's test scale", self.model_dir, current.geometry.input_size,
+                     current.geometry.input_size)
+        previous_geometry = current.geometry
       # The ImageNet weights path only matters for a fresh start.
-      pairs = {"geometry": (previous.geometry, current.geometry),
+      pairs = {"geometry": (previous_geometry, current.geometry),
                "model": (dataclasses.replace(previous.model, weights=None),
                          dataclasses.replace(current.model, weights=None)),
                "encoder": (previous.encoder, current.encoder),
