@@ -54,6 +54,7 @@ def max_box_ious(boxes: np.ndarray) -> np.ndarray:
 
 
 def band_of(max_iou: float) -> str:
+  """The band (`BANDS`) of a person whose box's largest IoU with another's is `max_iou`."""
   if max_iou <= 0.0:
     return BANDS[0]
   return BANDS[1] if max_iou < HEAVY_OVERLAP else BANDS[2]
