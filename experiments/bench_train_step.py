@@ -20,7 +20,6 @@ import statistics
 import time
 from typing import Dict, Sequence
 
-import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -30,7 +29,8 @@ from experiments.presets import quickstart_config
 from kdc_tf.config import ExperimentConfig, apply_overrides
 from kdc_tf.losses import compute_losses
 from kdc_tf.modeling import build_kdc_model
-from kdc_tf.training.precision import dtype_policy, with_loss_scaling
+from kdc_tf.training.precision import dtype_policy
+from kdc_tf.training.trainer import build_optimizer
 
 FLAGS = flags.FLAGS
 
@@ -43,12 +43,12 @@ def define_flags() -> None:
 
 
 def _train_step(config: ExperimentConfig):
-  """A compiled step (forward, real losses, backward, Adam) of a fresh model, built in the
-  config's training precision (bfloat16 and float32 steps compare: `train.precision=...`)."""
+  """A compiled step (forward, real losses, backward, the trainer's optimizer) of a fresh model,
+  built in the config's training precision (bfloat16 and float32 steps compare:
+  `train.precision=...`; the moving average's cost: `train.ema_momentum=0`)."""
   with dtype_policy(config.train.precision):
     model = build_kdc_model(config.model, config.geometry)
-  optimizer = with_loss_scaling(keras.optimizers.Adam(config.train.learning_rate),
-                                config.train.precision)
+  optimizer = build_optimizer(config.train)
 
   @tf.function
   def step(images, targets):

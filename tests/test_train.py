@@ -234,6 +234,29 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(resumed_ru
   assert tf.train.latest_checkpoint(resumed_run["model_dir"]).endswith("ckpt-6")
 
 
+def test_non_finite_gradients_of_a_finite_loss_stop_training(resumed_run, monkeypatch):
+  """A loss term of value 0 whose gradient is NaN: the step's gradient check stops the run."""
+  original = trainer_module.compute_losses
+
+  @tf.custom_gradient
+  def zero_with_nan_gradient(x):
+    return tf.zeros([]), lambda upstream: tf.fill(tf.shape(x), np.nan) * upstream
+
+  def poisoned_losses(targets, outputs, *args, **kwargs):
+    losses = dict(original(targets, outputs, *args, **kwargs))
+    losses["total"] += zero_with_nan_gradient(outputs["seg_logits"])
+    return losses
+
+  monkeypatch.setattr(trainer_module, "compute_losses", poisoned_losses)
+  config = resumed_run["config"]
+  config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))
+  trainer = Trainer(config, resumed_run["model_dir"], create_strategy("one_device"))
+  with pytest.raises(NonFiniteLossError, match=r"loss became \S+ with non-finite gradients at "
+                                               r"step 7"):
+    trainer.run(resumed_run["dataset"])
+  assert tf.train.latest_checkpoint(resumed_run["model_dir"]).endswith("ckpt-6")
+
+
 def test_a_model_dir_of_another_architecture_is_refused(resumed_run):
   config = resumed_run["config"]
   other = dataclasses.replace(config, model=dataclasses.replace(config.model, neck_width=64))
