@@ -32,7 +32,7 @@ def _make_example_fn(geometry: Geometry, encoder_config: EncoderConfig,
 
   def example_fn(index: tf.Tensor, serialized: tf.Tensor
                  ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-    example = tfrecord_io.decode_example(serialized, spec.num_keypoints)
+    example = tfrecord_io.decode_example(serialized, spec.num_keypoints, packed_masks=True)
     if augment_config is None:
       augmented = augmentation.resize_and_pad_example(example, size)
     else:

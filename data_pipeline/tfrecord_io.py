@@ -23,7 +23,7 @@ import dataclasses
 import math
 import os
 import re
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -120,8 +120,12 @@ def serialize_example(*, image_bytes: bytes, image_id: int, person_ids: Sequence
   return example.SerializeToString()
 
 
-def decode_example(serialized: tf.Tensor, num_keypoints: int) -> dict:
-  """Decodes one serialized example into ARCHITECTURE.md section 1's dict (pure TF ops)."""
+def decode_example(serialized: tf.Tensor, num_keypoints: int, packed_masks: bool = False) -> dict:
+  """Decodes one serialized example into ARCHITECTURE.md section 1's dict (pure TF ops).
+
+  With `packed_masks` the masks stay packed: `mask_planes` uint8 [G, H, W] in place of
+  `instance_masks` and `crowd_mask` (`unpack_mask_planes`), for the augmentation to sample.
+  """
   features = tf.io.parse_single_example(serialized, _FEATURES)
   height = tf.cast(features["image/height"], tf.int32)
   width = tf.cast(features["image/width"], tf.int32)
@@ -141,20 +145,35 @@ def decode_example(serialized: tf.Tensor, num_keypoints: int) -> dict:
     keypoints = tf.reshape(features["person/keypoints"], [-1, num_keypoints, 3])
 
   packed = tf.io.decode_png(features["image/mask_planes"], channels=1, dtype=tf.uint8)
-  packed = tf.reshape(packed, [-1, 1, height, width])
-  shifts = tf.constant(np.arange(_BITS, dtype=np.uint8).reshape(1, _BITS, 1, 1))
-  planes = tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed, shifts), tf.constant(1, tf.uint8))
-  planes = tf.reshape(planes, [-1, height, width])
-  num_people = tf.shape(person_ids)[0]
-  return {
+  packed = tf.reshape(packed, [-1, height, width])
+  example = {
       "image": image,
       "image_id": features["image/id"],
       "person_ids": person_ids,
       "keypoints": keypoints,
-      "instance_masks": planes[1:num_people + 1],
-      "crowd_mask": planes[0],
       "has_masks": tf.cast(features["image/has_masks"], tf.bool),
   }
+  if packed_masks:
+    example["mask_planes"] = packed
+  else:
+    example["instance_masks"], example["crowd_mask"] = unpack_mask_planes(
+        packed, tf.shape(person_ids)[0])
+  return example
+
+
+def unpack_mask_planes(packed: tf.Tensor, num_people: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Packed mask planes uint8 [G, H, W] (module docstring) -> (instance masks uint8 [P, H, W],
+  crowd mask uint8 [H, W]), 0/1.
+
+  Bit extraction commutes with nearest-neighbour sampling, so the input pipeline samples the
+  packed planes on the mask grid and unpacks there (`augmentation.warp_example`): eight masks per
+  sample and no unpacking at full resolution.
+  """
+  shifts = tf.constant(np.arange(_BITS, dtype=np.uint8).reshape(1, _BITS, 1, 1))
+  planes = tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed[:, tf.newaxis], shifts),
+                                  tf.constant(1, tf.uint8))
+  planes = tf.reshape(planes, tf.concat([[-1], tf.shape(packed)[1:]], axis=0))
+  return planes[1:num_people + 1], planes[0]
 
 
 def decode_crowd_index(serialized: tf.Tensor) -> tf.Tensor:

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipeline import annotations
+from data_pipeline import augmentation
 from data_pipeline import tfrecord_writer
 from data_pipeline import tfrecord_io
 from kdc_tf.datasets import get_dataset_spec
@@ -101,6 +102,36 @@ def test_mask_planes_are_bit_exact_across_blocks(num_people):
   np.testing.assert_array_equal(example["keypoints"].numpy(), keypoints)
   np.testing.assert_array_equal(example["image"].numpy(), np.repeat(gray[..., None], 3, axis=-1))
   assert np.isnan(tfrecord_io.decode_crowd_index(tf.constant(serialized)).numpy())
+
+
+@pytest.mark.parametrize("num_people", [0, 7, 8, 17])
+def test_packed_masks_warp_to_the_unpacked_masks(num_people):
+  """Sampling the packed planes, then unpacking, gives the masks of sampling each mask (nearest):
+  scaled, rotated, flipped and shifted, with people in two or three blocks of planes."""
+  rng = np.random.default_rng(num_people)
+  h, w = 57, 43
+  masks = (rng.random((num_people, h, w)) < 0.4).astype(np.uint8)
+  crowd = (rng.random((h, w)) < 0.2).astype(np.uint8)
+  serialized = tf.constant(tfrecord_io.serialize_example(
+      image_bytes=cv2.imencode(".png", np.zeros((h, w, 3), np.uint8))[1].tobytes(), image_id=3,
+      person_ids=list(range(num_people)), keypoints=np.zeros((num_people, 17, 3), np.float32),
+      crowd_mask=crowd, instance_masks=masks, has_masks=True))
+  unpacked = tfrecord_io.decode_example(serialized, 17)
+  packed = tfrecord_io.decode_example(serialized, 17, packed_masks=True)
+  assert "instance_masks" not in packed and packed["mask_planes"].dtype == tf.uint8
+  flip = get_dataset_spec("coco").flip_permutation
+  for scale, angle, sign, shift in ((1.0, 0.0, 1.0, 0.0), (1.7, 0.4, -1.0, 5.5),
+                                    (0.6, -1.1, 1.0, -3.2)):
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    matrix = tf.constant([[sign * cos, -sin, shift + (40.0 if sign < 0 else 0.0)],
+                          [sign * sin, cos, shift], [0.0, 0.0, 1.0]], tf.float32)
+    expected = augmentation.warp_example(unpacked, matrix, 65, flip)
+    warped = augmentation.warp_example(packed, matrix, 65, flip)
+    assert expected["instance_masks"].shape == (num_people, 17, 17)
+    np.testing.assert_array_equal(warped["instance_masks"].numpy(),
+                                  expected["instance_masks"].numpy())
+    np.testing.assert_array_equal(warped["crowd_mask"].numpy(), expected["crowd_mask"].numpy())
+  assert expected["crowd_mask"].numpy().sum() > 0
 
 
 def test_decoder_rejects_wrong_keypoint_count():
