@@ -29,11 +29,11 @@ QUICKSTART_TEST_INPUT_SIZE = 289
 QUICKSTART_OUTPUT_STRIDE = 4
 QUICKSTART_DISK_RADIUS = 16.0
 # Batch 4 for twice the steps of batch 8 on the same images: a CPU step costs about the same per
-# image, and the extra updates learn more (docs/learning.md, 'bfloat16 and batch 4'). 4400 crop
+# image, and the extra updates learn more (docs/learning.md, 'bfloat16 and batch 4'). 5200 crop
 # steps and 600 whole-image ones (a whole-image step costs about 1.8x a crop step in the loop) take
-# about 6.5 minutes on 2 cores with native bfloat16 (docs/learning.md, 'Where the masks are lost').
+# about 6 - 7 minutes on 2 cores with native bfloat16 (docs/learning.md, 'A fused optimizer').
 QUICKSTART_BATCH_SIZE = 4
-QUICKSTART_STEPS = 5000
+QUICKSTART_STEPS = 5800
 QUICKSTART_FINISH_STEPS = 600
 QUICKSTART_LEARNING_RATE = 3e-3
 # The 'small' trunk with light heads: the default heads' widths bound the step time without
