@@ -31,7 +31,8 @@ QUICKSTART_DISK_RADIUS = 16.0
 # Batch 4 for twice the steps of batch 8 on the same images: a CPU step costs about the same per
 # image, and the extra updates learn more (docs/learning.md, 'bfloat16 and batch 4'). 5200 crop
 # steps and 600 whole-image ones (a whole-image step costs about 1.8x a crop step in the loop) take
-# about 6 - 7 minutes on 2 cores with native bfloat16 (docs/learning.md, 'A fused optimizer').
+# about 6 - 7 minutes on 2 cores with native bfloat16 (docs/learning.md, 'A fused optimizer and a
+# cheaper input pipeline').
 QUICKSTART_BATCH_SIZE = 4
 QUICKSTART_STEPS = 5800
 QUICKSTART_FINISH_STEPS = 600

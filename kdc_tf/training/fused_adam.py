@@ -1,14 +1,14 @@
 """Adam and its weights' moving average on TF's fused kernels: Keras 3's Adam, fewer operations.
 
 Keras 3's Adam updates each variable with about twenty generic operations and its moving average
-with eight more; on the quick start's 140 small variables that was a fifth of a CPU training step
-(docs/learning.md, 'A fused optimizer'). `FusedAdam` computes the same update with one
-`ResourceApplyAdam` per variable (the same formula: bias-corrected step size, epsilon outside the
-square root) and the moving average with one `ResourceApplyGradientDescent`
-(`average -= (1 - momentum) * (average - variable)`). It keeps Adam's variables, so checkpoints
-are interchangeable with `keras.optimizers.Adam`'s. Where the fused kernels do not apply
-(another backend, AMSGrad, sparse gradients, a strategy that mirrors variables across replicas,
-variables that are not float32) it is Keras' Adam.
+with eight more; on the quick start's 140 small variables that was about an eighth of a CPU
+training step (docs/learning.md, 'A fused optimizer and a cheaper input pipeline'). `FusedAdam`
+computes the same update with one `ResourceApplyAdam` per variable (the same formula:
+bias-corrected step size, epsilon outside the square root) and the moving average with one
+`ResourceApplyGradientDescent` (`average -= (1 - momentum) * (average - variable)`). It keeps
+Adam's variables, so checkpoints are interchangeable with `keras.optimizers.Adam`'s. Where the
+fused kernels do not apply (another backend, AMSGrad, sparse gradients, a strategy that mirrors
+variables across replicas, variables that are not float32) it is Keras' Adam.
 """
 
 from __future__ import annotations
