@@ -44,18 +44,16 @@ class FusedAdam(keras.optimizers.Adam):
   def _backend_update_step(self, grads, trainable_variables, learning_rate):
     if not self._fusable(grads, trainable_variables):
       return super()._backend_update_step(grads, trainable_variables, learning_rate)
+    beta_1, beta_2 = tf.constant(self.beta_1, tf.float32), tf.constant(self.beta_2, tf.float32)
     local_step = tf.cast(self.iterations + 1, tf.float32)
-    beta_1_power = tf.pow(tf.cast(self.beta_1, tf.float32), local_step)
-    beta_2_power = tf.pow(tf.cast(self.beta_2, tf.float32), local_step)
-    learning_rate = tf.cast(learning_rate, tf.float32)
+    shared = dict(beta1_power=tf.pow(beta_1, local_step), beta2_power=tf.pow(beta_2, local_step),
+                  lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
+                  epsilon=tf.constant(self.epsilon, tf.float32))
     for grad, variable in zip(grads, trainable_variables):
       index = self._get_variable_index(variable)
       tf.raw_ops.ResourceApplyAdam(
           var=_resource(variable).handle, m=_resource(self._momentums[index]).handle,
-          v=_resource(self._velocities[index]).handle, beta1_power=beta_1_power,
-          beta2_power=beta_2_power, lr=learning_rate, beta1=tf.cast(self.beta_1, tf.float32),
-          beta2=tf.cast(self.beta_2, tf.float32), epsilon=tf.cast(self.epsilon, tf.float32),
-          grad=tf.cast(grad, tf.float32))
+          v=_resource(self._velocities[index]).handle, grad=tf.cast(grad, tf.float32), **shared)
 
   def _update_model_variables_moving_average(self, trainable_variables):
     if not (self.use_ema and self._fusable([], trainable_variables)):

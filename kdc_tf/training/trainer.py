@@ -246,7 +246,7 @@ class Trainer:
       non_finite = tf.constant(0.0)
       if count_non_finite:
         # A NaN or an infinity anywhere makes the sum of all gradients non-finite: one reduction
-        # per variable instead of a per-element count (3 % of a quick-start step).
+        # per variable instead of a per-element count (about 5 % of a quick-start step).
         total = tf.add_n([tf.reduce_sum(g) for g in gradients if g is not None])
         non_finite = 1.0 - tf.cast(tf.math.is_finite(total), tf.float32)
       return {**losses, _NON_FINITE_GRADIENTS: non_finite}
