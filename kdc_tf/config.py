@@ -116,6 +116,9 @@ class GroupingConfig:
   # people with masks and no keypoints (kdc_tf.grouping.mask_only): people without labelled
   # keypoints still get masks.
   mask_only_people: bool = True
+  # On learned maps, each mask's score is multiplied by its points' mean assignment margin
+  # (kdc_tf.grouping.mask_ranking): cleanly separated masks rank before those between people.
+  rank_masks_by_margin: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

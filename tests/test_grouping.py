@@ -8,9 +8,9 @@ from data_pipeline.targets import encode_targets
 from kdc_tf.config import EncoderConfig, ExperimentConfig, GroupingConfig
 from kdc_tf.datasets import COCO, CROWDPOSE
 from kdc_tf.geometry import Geometry
-from kdc_tf.grouping import (INPUT_KEYS, Grouper, claiming, gaussian, mask_only, masks, merging,
-                             model_outputs_to_grouping_inputs, peaks, pieces, poses, reductions,
-                             sampling, scoring, voting)
+from kdc_tf.grouping import (INPUT_KEYS, Grouper, claiming, gaussian, mask_only, mask_ranking,
+                             masks, merging, model_outputs_to_grouping_inputs, peaks, pieces, poses,
+                             reductions, sampling, scoring, voting)
 from kdc_tf.synthetic import scenes
 
 SIZE = 161  # pose grid 21 x 21, mask grid 41 x 41
@@ -991,6 +991,83 @@ def test_mask_centres_follow_a_learned_fields_bias_off_the_keypoint_mean():
   columns = np.arange(40) * stride
   np.testing.assert_array_equal(refined[0], np.broadcast_to(columns < 80, (40, 40)))
   np.testing.assert_array_equal(refined[1], np.broadcast_to(columns >= 80, (40, 40)))
+
+
+def _reference_margins(membership, mask_offset, stride, sigma):
+  """Per person, the mean over its points of max(phi_own - max phi_other, 0), in NumPy."""
+  num_people, size, _ = membership.shape
+  grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).astype(np.float64) * stride
+  embeddings = (grid + mask_offset).reshape(-1, 2)
+  member = membership.reshape(num_people, -1) > 0
+  phi = np.zeros(member.shape)
+  for j in range(num_people):
+    if member[j].any():
+      centre = embeddings[member[j]].mean(axis=0)
+      variance = sigma ** 2 * member[j].sum() * stride ** 2
+      phi[j] = np.exp(-((embeddings - centre) ** 2).sum(-1) / (2.0 * variance))
+  margins = np.zeros(num_people)
+  for j in range(num_people):
+    if member[j].any():
+      others = np.delete(phi, j, axis=0).max(axis=0) if num_people > 1 else 0.0
+      margins[j] = np.maximum(phi[j] - others, 0.0)[member[j]].mean()
+  return margins
+
+
+def test_assignment_margins_match_their_definition():
+  rng = np.random.default_rng(11)
+  size, stride = 24, 4
+  labels = rng.integers(-1, 4, (size, size))  # 4 people, -1: nobody; person 4 has no point
+  membership = np.stack([labels == j for j in range(5)]).astype(np.float32)
+  mask_offset = rng.normal(0.0, 30.0, (size, size, 2)).astype(np.float32)
+  found = mask_ranking.assignment_margins(tf.constant(membership), tf.constant(mask_offset),
+                                          mask_stride=stride, membership_sigma=0.5).numpy()
+  np.testing.assert_allclose(found, _reference_margins(membership, mask_offset, stride, 0.5),
+                             atol=1e-5)
+  assert found[4] == 0.0 and np.all((found >= 0.0) & (found <= 1.0))
+
+
+def test_masks_between_people_have_smaller_assignment_margins():
+  """Two people 120 px apart whose embeddings land on their centres have margins near 1; when
+  half of one person's points point at the other's centre (a mask taking its neighbour's
+  points), that mask's margin falls well below its neighbour's."""
+  stride = 4
+  _, clean = _embedding_field(60, stride, [(0, 40, (20.0, 120.0)), (120, 160, (140.0, 120.0))])
+  columns = np.arange(60) * stride
+  membership = tf.constant(np.stack([np.broadcast_to(columns < 40, (60, 60)),
+                                     np.broadcast_to((columns >= 120) & (columns < 160),
+                                                     (60, 60))]).astype(np.float32))
+
+  def margins(mask_offset):
+    return mask_ranking.assignment_margins(membership, mask_offset, mask_stride=stride,
+                                           membership_sigma=0.5).numpy()
+
+  separated = margins(clean)
+  assert np.all(separated > 0.9)
+  _, mixed = _embedding_field(60, stride, [(0, 40, (20.0, 120.0)), (120, 140, (20.0, 120.0)),
+                                           (140, 160, (140.0, 120.0))])
+  mixed_margins = margins(mixed)
+  assert mixed_margins[1] < 0.5 < mixed_margins[0]
+
+
+def test_masks_ranked_by_margin_on_learned_maps_only():
+  """The ranking changes the mask scores on learned maps (never raising them) and nothing else;
+  on perfect maps it changes nothing."""
+  without = Grouper(_experiment(), _grouping_config(rank_masks_by_margin=False), jit_compile=False)
+  ranked = Grouper(_experiment(), _grouping_config(), jit_compile=False)
+  rng = np.random.default_rng(4)
+  scene = scenes.make_scene(COCO, SIZE, [(50.0, 10.0, 110.0), (105.0, 14.0, 120.0)], rng)
+  perfect = _targets(scene)
+  for inputs, learned in ((perfect, False), (_learned_like(perfect, rng), True)):
+    base, found = _run(without, inputs), _run(ranked, inputs)
+    for key in ("num_people", "keypoints", "scores", "masks"):
+      np.testing.assert_array_equal(found[key], base[key])
+    people = int(base["num_people"])
+    assert people >= 2
+    if learned:
+      assert np.all(found["mask_scores"][:people] <= base["mask_scores"][:people] + 1e-6)
+      assert np.any(found["mask_scores"][:people] < base["mask_scores"][:people] - 1e-3)
+    else:
+      np.testing.assert_array_equal(found["mask_scores"], base["mask_scores"])
 
 
 def test_keypoints_at_their_mask_edge_agree_through_any_surrounding_grid_point():

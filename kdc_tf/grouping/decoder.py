@@ -26,13 +26,15 @@ read from the corners that vote for the keypoint (`poses`), keypoint scores as v
 (`claiming`), also from the keypoints the KeyCentroid votes land on (`peaks`), people rebuilt from
 the skeleton pieces the voted keypoints' mid-range steps link (`pieces`), mask centroid as
 the plain mean of the confident keypoints (`masks`), mask-only people (`mask_only`), keypoint
-scores over the owned part of the disk and a separate mask ranking (`scoring`).
+scores over the owned part of the disk and a separate mask ranking (`scoring`; on learned maps
+times each mask's assignment margin, `mask_ranking`).
 
 Person score (`scores`, the keypoints' ranking): the mean over all K types of the keypoint scores
 (DESIGN.md 'Decoding' 4), each in [0, 1] and about 1 when perfect: the fraction of a whole
 skeleton's evidence. A perfect person with every keypoint labelled scores about 1, one with n
 labelled keypoints about n / K, a fragment less than the whole person it is a piece of (halved
-where the embeddings are exact, `scoring`). `mask_scores` rank the masks (`scoring`).
+where the embeddings are exact, `scoring`). `mask_scores` rank the masks (`scoring`,
+`mask_ranking`).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ import tensorflow as tf
 
 from kdc_tf import geometry
 from kdc_tf.config import ExperimentConfig, GroupingConfig
-from kdc_tf.grouping import (claiming, gaussian, mask_only, masks, merging, peaks, pieces,
-                             poses, sampling, scoring, voting)
+from kdc_tf.grouping import (claiming, gaussian, mask_only, mask_ranking, masks, merging, peaks,
+                             pieces, poses, sampling, scoring, voting)
 
 INPUT_KEYS = ("heatmap", "keycentroid", "midrange", "seg", "mask_offset")
 # People selected by the seed rule before repeated poses are dropped, per output slot.
@@ -357,6 +359,11 @@ class Grouper(tf.Module):
           membership_threshold=config.membership_threshold,
           membership_sigma=self._membership_sigma, radius=config.nms_radius)
       scores = tf.where(keypoint_people, scores, mask_scores)
+    if config.rank_masks_by_margin:
+      mask_scores = tf.cond(exact, lambda: mask_scores, lambda: mask_scores * (
+          mask_ranking.assignment_margins(membership, mask_offset,
+                                          mask_stride=geometry.MASK_STRIDE,
+                                          membership_sigma=self._membership_sigma)))
     mask_scores = scoring.order_ties_by_area(mask_scores, tf.reduce_sum(membership, axis=[1, 2]))
     num_people = tf.reduce_sum(tf.cast(valid, tf.int32))
     return (keypoints, scores, mask_scores, masks.instance_maps(membership, self._igo_cells),
