@@ -7,12 +7,13 @@ r"""The whole tool chain on the embedded synthetic dataset, in a few minutes on 
    instances, MaskCentroid arrows).
 3. Trains a small KDC network (`experiments.presets.quickstart_config`: 'small' trunk at stride
    16, light separable heads, PoseNet on the stride-4 decoder, batch 4 of 193 x 193 crops of the
-   images at the 289 x 289 test scale, then the last --finish_steps on whole images at 289
+   images scaled to 289 x 289, then the last --finish_steps on whole images at 289
    (`presets.whole_image_finish`), the weights' moving average at the end; bfloat16 where the
    hardware has it natively) with the real trainer; rerunning resumes from the checkpoint.
    TensorBoard logs go to <work_dir>/model.
-4. Evaluates it on the synthetic validation split with the in-graph predictor (with the flip test
-   unless --noflip_test) and pycocotools, and saves prediction overlays.
+4. Evaluates it on the synthetic validation split with the in-graph predictor at its test scale,
+   321 x 321 (with the flip test unless --noflip_test), and pycocotools, and saves prediction
+   overlays.
 
 The paper's setup (ResNet-101, 401 x 401, Adam 1e-5, 400 epochs) is `experiments.train`'s default;
 this run trades it for speed (a small trunk, light heads, a larger learning rate) so that it shows
@@ -31,8 +32,9 @@ from absl import app, flags, logging
 from data_pipeline import synthetic
 from data_pipeline.input_pipeline import build_dataset
 from experiments.evaluation_runner import predict_dataset
-from experiments.presets import (QUICKSTART_FINISH_STEPS, QUICKSTART_LEARNING_RATE,
-                                 QUICKSTART_STEPS, quickstart_config, whole_image_finish)
+from experiments.presets import (QUICKSTART_FINISH_STEPS, QUICKSTART_IMAGE_SIZE,
+                                 QUICKSTART_LEARNING_RATE, QUICKSTART_STEPS, quickstart_config,
+                                 whole_image_finish)
 from kdc_tf import evaluation
 from kdc_tf.config import CONFIG_FILENAME, PRECISIONS, ExperimentConfig, load_config
 from kdc_tf.inference import Predictor
@@ -52,7 +54,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("steps", QUICKSTART_STEPS, "Training steps (batch 4), the finish "
                        "included.", lower_bound=1)
   flags.DEFINE_integer("finish_steps", QUICKSTART_FINISH_STEPS, "The last steps train on whole "
-                       "images at the test scale instead of crops; 0: crops throughout.",
+                       "images (at 289) instead of crops; 0: crops throughout.",
                        lower_bound=0)
   flags.DEFINE_float("learning_rate", QUICKSTART_LEARNING_RATE, "Adam learning rate (the "
                      "paper's 1e-5 is for ResNet-101 over 400 COCO epochs).")
@@ -102,7 +104,7 @@ def main(argv: Sequence[str]) -> None:
   model_dir = os.path.join(work_dir, "model")
   stages = [(config, config.train.seed)]
   if FLAGS.finish_steps:
-    finish = whole_image_finish(config, FLAGS.finish_steps)
+    finish = whole_image_finish(config, FLAGS.finish_steps, QUICKSTART_IMAGE_SIZE)
     if os.path.exists(os.path.join(model_dir, CONFIG_FILENAME)) and (
         load_config(model_dir).geometry == finish.geometry):
       stages = []  # Resumed after the crops' stage had ended.

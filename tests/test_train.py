@@ -224,6 +224,31 @@ def test_a_run_on_crops_goes_on_on_whole_images_at_its_test_scale(tmp_path, smal
     whole_image_finish(finish, steps=2)
 
 
+def test_a_finish_below_the_test_scale_keeps_it(tmp_path, small_embedded):
+  """The quick start's finish trains at 289 and tests at 321: the finish's geometry keeps the
+  test scale, resumes the crops' checkpoints, and the restored model is built at the test scale."""
+  pattern = small_embedded["train"]
+  crops = ExperimentConfig(
+      geometry=Geometry(input_size=65, test_input_size=129), model=ModelConfig(depth="tiny"),
+      train=TrainConfig(train_pattern=pattern, learning_rate=1e-3, epochs=1, steps_per_epoch=1,
+                        checkpoint_every=1, seed=0, strategy="one_device"))
+  finish = whole_image_finish(crops, steps=1, input_size=97)
+  assert (finish.geometry.input_size, finish.geometry.test_input_size) == (97, 129)
+  model_dir = str(tmp_path)
+  for config in (crops, finish):
+    trainer = Trainer(config, model_dir, create_strategy("one_device"))
+    losses = trainer.run(build_dataset(pattern, config.geometry, config.encoder, config.augment,
+                                       2, training=True, seed=0))
+  assert losses["step"] == 2
+  assert load_config(model_dir).geometry == finish.geometry
+  model, restored = restore_model(model_dir)
+  assert restored.geometry.input_size == 129
+  assert model.output["seg_logits"].shape[1:3] == (33, 33)
+  other = dataclasses.replace(finish, model=ModelConfig(depth="small"))
+  with pytest.raises(ValueError, match="another model configuration"):
+    Trainer(other, model_dir, create_strategy("one_device"))
+
+
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(resumed_run):
   config = resumed_run["config"]
   config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))

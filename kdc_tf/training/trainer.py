@@ -135,17 +135,18 @@ class Trainer:
     """Saves the config; refuses a model_dir whose checkpoints cannot be resumed with it.
 
     One change of geometry is resumable: a model trained on crops (`Geometry.test_input_size`
-    set) going on at its test scale, the whole-image finish of `experiments.quickstart` (the
-    network is fully convolutional, its variables do not depend on the input size).
+    set) going on at another input size, at its test scale or keeping it, the whole-image finish
+    of `experiments.quickstart` (the network is fully convolutional, its variables do not depend
+    on the input size).
     """
     if self._resuming:
       previous, current = load_config(self.model_dir), self.config
       previous_geometry = previous.geometry
-      if (previous_geometry.test_input_size is not None and current.geometry ==
-          previous_geometry.with_input_size(previous_geometry.test_input_size)):
-        logging.info("Continuing the crop-trained checkpoints of %s on %d x %d inputs, the "
-                     "model's test scale", self.model_dir, current.geometry.input_size,
-                     current.geometry.input_size)
+      if previous_geometry.test_input_size is not None and current.geometry in (
+          previous_geometry.with_input_size(previous_geometry.test_input_size),
+          dataclasses.replace(previous_geometry, input_size=current.geometry.input_size)):
+        logging.info("Continuing the crop-trained checkpoints of %s on %d x %d inputs",
+                     self.model_dir, current.geometry.input_size, current.geometry.input_size)
         previous_geometry = current.geometry
       # The ImageNet weights path only matters for a fresh start.
       pairs = {"geometry": (previous_geometry, current.geometry),
