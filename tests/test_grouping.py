@@ -1050,8 +1050,8 @@ def test_masks_between_people_have_smaller_assignment_margins():
 
 
 def test_masks_ranked_by_margin_on_learned_maps_only():
-  """The ranking changes the mask scores on learned maps (never raising them) and nothing else;
-  on perfect maps it changes nothing."""
+  """The ranking changes the mask scores on learned maps (never raising them) and nothing else
+  (up to float round-off: the two graphs differ); on perfect maps it changes nothing."""
   without = Grouper(_experiment(), _grouping_config(rank_masks_by_margin=False), jit_compile=False)
   ranked = Grouper(_experiment(), _grouping_config(), jit_compile=False)
   rng = np.random.default_rng(4)
@@ -1059,15 +1059,17 @@ def test_masks_ranked_by_margin_on_learned_maps_only():
   perfect = _targets(scene)
   for inputs, learned in ((perfect, False), (_learned_like(perfect, rng), True)):
     base, found = _run(without, inputs), _run(ranked, inputs)
-    for key in ("num_people", "keypoints", "scores", "masks"):
-      np.testing.assert_array_equal(found[key], base[key])
+    assert found["num_people"] == base["num_people"]
+    for key in ("keypoints", "scores"):
+      np.testing.assert_allclose(found[key], base[key], atol=1e-4)
+    assert np.mean(found["masks"] != base["masks"]) < 1e-3
     people = int(base["num_people"])
     assert people >= 2
     if learned:
       assert np.all(found["mask_scores"][:people] <= base["mask_scores"][:people] + 1e-6)
       assert np.any(found["mask_scores"][:people] < base["mask_scores"][:people] - 1e-3)
     else:
-      np.testing.assert_array_equal(found["mask_scores"], base["mask_scores"])
+      np.testing.assert_allclose(found["mask_scores"], base["mask_scores"], atol=1e-6)
 
 
 def test_keypoints_at_their_mask_edge_agree_through_any_surrounding_grid_point():
