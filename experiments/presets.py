@@ -25,7 +25,7 @@ from kdc_tf.modeling.config import ModelConfig
 # QUICKSTART_FINISH_STEPS train on whole images at 289 (`whole_image_finish`): crops cut most
 # people, and the MaskCentroid offsets learn whole people there (docs/learning.md, 'Where the masks
 # are lost'). The model is tested at 321, a little above the 289 it trained at: both APs rise
-# (docs/learning.md, 'The test scale').
+# (docs/learning.md, 'Masks ranked by their assignment margin; the test scale').
 QUICKSTART_INPUT_SIZE = 193
 QUICKSTART_IMAGE_SIZE = 289
 QUICKSTART_TEST_INPUT_SIZE = 321

@@ -6,7 +6,7 @@ fall between the people's centres, so a point's membership phi for its own perso
 its phi for another. A mask's mean assignment margin, phi_j(e) - max_{k != j} phi_k(e) over its
 points (clipped at 0), measures that, and the mask score multiplied by it ranks the cleanly
 separated masks first: segm AP +0.02 to +0.03 on three quick-start models, keypoints unchanged
-(docs/learning.md, 'Masks ranked by their assignment margin'). The centre and spread are the
+(docs/grouping.md, 'Masks ranked by their assignment margin'). The centre and spread are the
 mask's own (its points' mean embedding; `membership_sigma` x sqrt(area)), so the margin does not
 depend on how the centres were found. The decoder applies it on learned maps only: on perfect
 maps every margin is about 1 and would only reorder tied masks by round-off.
